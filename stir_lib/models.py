@@ -1,0 +1,354 @@
+"""One model interface for every experiment in the book.
+
+Every model is an :class:`ImageModel`: it takes images in [0, 1] of shape
+(N, C, H, W) and normalises them itself, runs a chain of named *stages* (the
+body) and a replaceable *head*. Any stage's output can be read out by name with
+:meth:`ImageModel.features`, so attacks, inversion, CKA, spectral bounds and
+transfer all go through the same door.
+
+Models are made by name from one registry (timm style)::
+
+    model = create_model("fc100-100-10")
+    list_models("fc*")
+
+An unknown name is a ValueError that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .validation import check_choice, check_image_batch
+
+__all__ = ["ImageModel", "Normalize", "create_model", "list_models", "register_model",
+           "model_info"]
+
+MNIST_SHAPE = (1, 28, 28)
+CIFAR_SHAPE = (3, 32, 32)
+IMAGENET_SHAPE = (3, 224, 224)
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class Normalize(nn.Module):
+    """Per-channel (x - mean) / std, kept inside the model so inputs stay in [0, 1]."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class ImageModel(nn.Module):
+    """Images in [0, 1] -> logits, through named stages and a replaceable head.
+
+    Args:
+        stages: ordered (name, module) pairs; the first usually flattens or
+            normalises, the last one's output is the penultimate representation.
+        head: maps the last stage's output to logits (nn.Linear for every model here).
+        input_shape: (C, H, W) the model expects.
+        mean, std: per-channel normalisation applied inside; None for none.
+    """
+
+    def __init__(self, stages: Sequence[tuple[str, nn.Module]], head: nn.Module,
+                 input_shape: Sequence[int], mean=None, std=None):
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.normalize = Normalize(mean, std) if mean is not None else nn.Identity()
+        self.body = nn.Sequential(OrderedDict(stages))
+        self.head = head
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Names readable by :meth:`features`, input to output; 'logits' is last."""
+        return [*self.body._modules.keys(), "logits"]
+
+    @property
+    def penultimate(self) -> str:
+        """Name of the stage whose output feeds the head."""
+        return list(self.body._modules.keys())[-1]
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.out_features
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate representation, (N, D)."""
+        return self.body(self.normalize(x)).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+    def features(self, x: torch.Tensor, layers: str | Sequence[str]):
+        """Read named stages out in one pass.
+
+        Returns one tensor for one name, else a dict name -> tensor. Stages after
+        the last requested one are not run.
+        """
+        single = isinstance(layers, str)
+        names = [layers] if single else list(layers)
+        for name in names:
+            check_choice(name, "layer", self.layer_names)
+        wanted, out = set(names), {}
+        h = self.normalize(x)
+        for name, stage in self.body.named_children():
+            if not wanted - out.keys():
+                break
+            h = stage(h)
+            if name in wanted:
+                out[name] = h
+        if "logits" in wanted:
+            out["logits"] = self.head(h.flatten(1))
+        return out[names[0]] if single else {n: out[n] for n in names}
+
+    def replace_head(self, num_classes: int) -> ImageModel:
+        """Swap the head for a fresh linear layer with ``num_classes`` outputs."""
+        self.head = nn.Linear(self.head.in_features, num_classes)
+        return self
+
+    def check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """Validate an input batch against this model's expected shape and range."""
+        return check_image_batch(x, name, channels=self.input_shape[0],
+                                 size=self.input_shape[1:])
+
+
+# --------------------------------------------------------------------------- registry
+_REGISTRY: dict[str, Callable[..., ImageModel]] = {}
+_INFO: dict[str, str] = {}
+
+
+def register_model(name: str, info: str = ""):
+    """Decorator adding a builder to the registry under ``name``."""
+    def deco(fn):
+        _REGISTRY[name] = fn
+        _INFO[name] = info or (fn.__doc__ or "").strip().split("\n")[0]
+        return fn
+    return deco
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a glob pattern, sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def model_info(name: str) -> str:
+    """One-line description of a registered model."""
+    check_choice(name, "model name", list_models())
+    return _INFO[name]
+
+
+def create_model(name: str, **kwargs) -> ImageModel:
+    """Build a registered model by name; keyword arguments go to its builder."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model name {name!r}; expected one of {list_models()}")
+    return _REGISTRY[name](**kwargs)
+
+
+# --------------------------------------------------------------------------- MLPs
+_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def mlp(hidden: Sequence[int] = (100, 100), num_classes: int = 10,
+        activation: str = "sigmoid", input_shape: Sequence[int] = MNIST_SHAPE) -> ImageModel:
+    """Fully connected net on flattened pixels: hidden layers ``h1, h2, ...`` then a linear head.
+
+    With ``hidden=()`` this is softmax regression (Szegedy et al.'s FC10).
+    """
+    check_choice(activation, "activation", _ACTIVATIONS)
+    d = 1
+    for s in input_shape:
+        d *= s
+    stages: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
+    for i, width in enumerate(hidden, start=1):
+        stages.append((f"h{i}", nn.Sequential(nn.Linear(d, width), _ACTIVATIONS[activation]())))
+        d = width
+    return ImageModel(stages, nn.Linear(d, num_classes), input_shape)
+
+
+for _h in [(), (100, 100), (200, 200), (123, 456)]:
+    _name = "fc" + "".join(f"{w}-" for w in _h) + "10"
+    register_model(_name, f"Szegedy et al.'s {_name.upper()}: sigmoid MLP on MNIST pixels")(
+        lambda _h=_h, **kw: mlp(hidden=_h, **kw))
+register_model("mlp", "fully connected net with configurable hidden widths")(mlp)
+
+
+@register_model("ae400-10", "Szegedy et al.'s AE400-10: a 400-unit sigmoid autoencoder's "
+                            "encoder with a softmax classifier on top")
+def autoencoder_classifier(code: int = 400, num_classes: int = 10,
+                           input_shape: Sequence[int] = MNIST_SHAPE) -> ImageModel:
+    """Encoder ``code`` (784 -> 400, sigmoid) and a linear head.
+
+    The decoder used to pre-train the encoder lives in :mod:`stir_lib.training`
+    (it is not part of the classifier).
+    """
+    d = 1
+    for s in input_shape:
+        d *= s
+    stages = [("flatten", nn.Flatten()),
+              ("code", nn.Sequential(nn.Linear(d, code), nn.Sigmoid()))]
+    return ImageModel(stages, nn.Linear(code, num_classes), input_shape)
+
+
+# --------------------------------------------------------------------------- conv nets
+@register_model("convnet", "small MNIST conv net: two 5x5 conv+ReLU+maxpool blocks, FC 128")
+def convnet(channels: Sequence[int] = (32, 64), hidden: int = 128, num_classes: int = 10,
+            input_shape: Sequence[int] = MNIST_SHAPE) -> ImageModel:
+    """LeNet-like net: conv1 -> pool -> conv2 -> pool -> fc (ReLU) -> head.
+
+    Stages: ``conv1`` (C1 x H/2 x W/2), ``conv2`` (C2 x H/4 x W/4), ``fc`` (hidden).
+    """
+    c_in, h, w = input_shape
+    c1, c2 = channels
+    stages = [
+        ("conv1", nn.Sequential(nn.Conv2d(c_in, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2))),
+        ("conv2", nn.Sequential(nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2))),
+        ("fc", nn.Sequential(nn.Flatten(), nn.Linear(c2 * (h // 4) * (w // 4), hidden), nn.ReLU())),
+    ]
+    return ImageModel(stages, nn.Linear(hidden, num_classes), input_shape)
+
+
+class BasicBlock(nn.Module):
+    """Residual block of He et al. (2016): two 3x3 convs with BatchNorm, identity skip."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                          nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+def resnet(blocks: Sequence[int], width: int = 64, num_classes: int = 10,
+           input_shape: Sequence[int] = CIFAR_SHAPE, mean=CIFAR_MEAN, std=CIFAR_STD) -> ImageModel:
+    """CIFAR-style ResNet (3x3 stem, no stem pooling), as in the STIR paper's models.
+
+    Stages: ``stem``, ``layer1``..``layer4`` (4-D), ``pool`` (global average, (N, 8*width)).
+    """
+    c_in = input_shape[0]
+    stages: list[tuple[str, nn.Module]] = [
+        ("stem", nn.Sequential(nn.Conv2d(c_in, width, 3, 1, 1, bias=False),
+                               nn.BatchNorm2d(width), nn.ReLU()))]
+    c = width
+    for i, n in enumerate(blocks):
+        c_out = width * 2 ** i
+        layers = [BasicBlock(c, c_out, 1 if i == 0 else 2)]
+        layers += [BasicBlock(c_out, c_out) for _ in range(n - 1)]
+        stages.append((f"layer{i + 1}", nn.Sequential(*layers)))
+        c = c_out
+    stages.append(("pool", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())))
+    norm = (mean, std) if input_shape[0] == len(mean) else ((0.5,) * c_in, (0.5,) * c_in)
+    return ImageModel(stages, nn.Linear(c, num_classes), input_shape, *norm)
+
+
+register_model("resnet18_cifar", "ResNet-18 for 32x32 inputs")(
+    lambda **kw: resnet((2, 2, 2, 2), **kw))
+register_model("resnet34_cifar", "ResNet-34 for 32x32 inputs")(
+    lambda **kw: resnet((3, 4, 6, 3), **kw))
+register_model("resnet_small", "a narrow 4-stage ResNet (one block a stage) for MNIST-scale work")(
+    lambda width=16, input_shape=MNIST_SHAPE, **kw: resnet((1, 1, 1, 1), width=width,
+                                                           input_shape=input_shape, **kw))
+
+_VGG_CFG = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+              512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+              512, 512, 512, 512, "M"],
+}
+
+
+def vgg(cfg: str, num_classes: int = 10, width_mult: float = 1.0,
+        input_shape: Sequence[int] = CIFAR_SHAPE, mean=CIFAR_MEAN, std=CIFAR_STD) -> ImageModel:
+    """CIFAR-style VGG with BatchNorm (Simonyan & Zisserman 2015): one stage per pooling block.
+
+    Stages: ``block1``..``block5`` (4-D), ``pool`` (flatten to (N, 512)).
+    """
+    c, stages, layers = input_shape[0], [], []
+    for v in _VGG_CFG[cfg]:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+            stages.append((f"block{len(stages) + 1}", nn.Sequential(*layers)))
+            layers = []
+        else:
+            v = max(1, int(v * width_mult))
+            layers += [nn.Conv2d(c, v, 3, padding=1, bias=False), nn.BatchNorm2d(v), nn.ReLU()]
+            c = v
+    stages.append(("pool", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())))
+    norm = (mean, std) if input_shape[0] == len(mean) else ((0.5,) * input_shape[0],) * 2
+    return ImageModel(stages, nn.Linear(c, num_classes), input_shape, *norm)
+
+
+register_model("vgg16_cifar", "VGG-16 (BatchNorm) for 32x32 inputs")(lambda **kw: vgg("vgg16", **kw))
+register_model("vgg19_cifar", "VGG-19 (BatchNorm) for 32x32 inputs")(lambda **kw: vgg("vgg19", **kw))
+
+
+@register_model("alexnet", "AlexNet with torchvision's layer layout and state-dict keys")
+def alexnet(num_classes: int = 1000, input_shape: Sequence[int] = IMAGENET_SHAPE) -> ImageModel:
+    """AlexNet as torchvision builds it (Krizhevsky et al. 2012, one-GPU variant).
+
+    Stages ``features`` and ``classifier`` keep torchvision's module indices, so
+    :func:`stir_lib.models.load_torchvision_alexnet` maps its state dict one to one.
+    """
+    features = nn.Sequential(
+        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(inplace=False), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2))
+    classifier = nn.Sequential(
+        nn.AdaptiveAvgPool2d(6), nn.Flatten(), nn.Dropout(), nn.Linear(256 * 36, 4096), nn.ReLU(),
+        nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU())
+    return ImageModel([("features", features), ("classifier", classifier)],
+                      nn.Linear(4096, num_classes), input_shape, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def load_torchvision_alexnet(path, map_location="cpu") -> ImageModel:
+    """Load torchvision-format AlexNet weights (a state-dict file) into :func:`alexnet`.
+
+    torchvision's keys ``features.i.*`` and ``classifier.{1,4,6}.*`` map to our
+    ``body.features.i.*``, ``body.classifier.{3,6}.*`` and ``head.*``. A file of
+    the wrong architecture is a ValueError naming the mismatched keys.
+    """
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    mapping = {"classifier.1.": "body.classifier.3.", "classifier.4.": "body.classifier.6.",
+               "classifier.6.": "head."}
+    ours = {}
+    for k, v in state.items():
+        for src, dst in mapping.items():
+            if k.startswith(src):
+                ours[dst + k[len(src):]] = v
+                break
+        else:
+            ours["body." + k] = v
+    model = alexnet(num_classes=ours.get("head.weight", torch.empty(1000, 1)).shape[0])
+    expected = {k: v.shape for k, v in model.state_dict().items() if "normalize" not in k}
+    got = {k: v.shape for k, v in ours.items()}
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    if missing or unexpected or wrong:
+        raise ValueError(
+            f"{path}: expected torchvision AlexNet weights; missing keys {missing[:4]}, "
+            f"unexpected keys {unexpected[:4]}, wrong shapes "
+            f"{[(k, tuple(got[k]), tuple(expected[k])) for k in wrong[:4]]}")
+    model.load_state_dict(ours, strict=False)
+    return model
