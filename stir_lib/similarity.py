@@ -12,7 +12,7 @@ References
   of linear CKA, the median bandwidth rule, and its public notebook's check
   values.
 - Song, Smola, Gretton, Bedo & Borgwardt (2012), "Feature Selection via
-  Dependence Maximization", JMLR 13: the unbiased HSIC estimator, eq. (5).
+  Dependence Maximization", JMLR 13: the unbiased HSIC estimator HSIC_1.
 - Nguyen, Raghu & Kornblith (2021), "Do Wide and Deep Networks Learn the Same
   Things?", ICLR: minibatch CKA, which sums unbiased HSIC over batches.
 
@@ -69,10 +69,10 @@ def _compute_dtype(X: torch.Tensor, Y: torch.Tensor) -> torch.dtype:
 def _check_structure(X, Y, names, min_rows: int, why: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Types, shapes, rows and device; the finite check comes free with the means.
 
-    validation.check_matrix_pair would also scan every entry for NaN/inf; on
-    a 10,000 x 512 matrix that scan costs a third of the time of the products
-    themselves, and the column means computed for centring detect NaN/inf at
-    no cost (see _centre), so here only the structure is checked up front.
+    validation.check_matrix_pair would also scan every entry for NaN/inf, an
+    extra pass that costs 15-30 % of linear_cka on a 10,000 x 512 pair; the
+    column means computed for centring detect NaN/inf at no cost (see
+    _centre), so here only the structure is checked up front.
     """
     X, Y = _as_tensor(X, names[0]), _as_tensor(Y, names[1])
     for m, nm in zip((X, Y), names):
@@ -117,12 +117,30 @@ def _centre(X: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
     m = X.mean(0, keepdim=True)                                  # (1, d)
     if not bool(torch.isfinite(m).all()):
         check_finite(X, name)         # raises with the house message if NaN/inf
-        # finite but the sum overflowed float32: values ~ 1e34; redo in float64
-        X = X.double()
-        m = X.mean(0, keepdim=True)
+        _raise_overflow(name, dtype)  # finite values whose sum overflowed
     Xc = X - m                                                   # (n, d), new memory
     Xc.sub_(Xc.mean(0, keepdim=True))
     return Xc
+
+
+def _raise_overflow(name: str, dtype: torch.dtype) -> None:
+    raise ValueError(f"{name}: expected features whose sums and products fit in {dtype}, got "
+                     f"an overflow to inf; CKA is scale invariant, so divide the features by "
+                     f"their largest absolute value (or pass float64)")
+
+
+def _finite_or_raise(values: tuple[float, ...], dtype: torch.dtype) -> tuple[float, ...]:
+    if not all(math.isfinite(v) for v in values):
+        _raise_overflow("X or Y", dtype)
+    return values
+
+
+def _check_not_constant(X: torch.Tensor, name: str) -> None:
+    if _is_constant(X):
+        raise ValueError(f"{name}: expected at least one feature with non-zero variance, got "
+                         f"all {X.shape[1]} columns constant over the {X.shape[0]} rows; CKA is "
+                         f"0/0 for a constant representation, so drop this layer or check the "
+                         f"feature extraction")
 
 
 def _prepare(X, Y, names=("X", "Y"), min_rows: int = 2, why: str = "",
@@ -130,13 +148,8 @@ def _prepare(X, Y, names=("X", "Y"), min_rows: int = 2, why: str = "",
     """Validate, pick the compute dtype and return the centred pair (Xc, Yc)."""
     X, Y = _check_structure(X, Y, names, min_rows, why)
     if not allow_constant:
-        for m, nm in zip((X, Y), names):
-            if _is_constant(m):
-                raise ValueError(
-                    f"{nm}: expected at least one feature with non-zero variance, got all "
-                    f"{m.shape[1]} columns constant over the {m.shape[0]} rows; CKA is 0/0 "
-                    f"for a constant representation, so drop this layer or check the "
-                    f"feature extraction")
+        _check_not_constant(X, names[0])
+        _check_not_constant(Y, names[1])
     dtype = _compute_dtype(X, Y)
     return _centre(X, dtype, names[0]), _centre(Y, dtype, names[1])
 
@@ -145,66 +158,114 @@ def _prepare(X, Y, names=("X", "Y"), min_rows: int = 2, why: str = "",
 # float64 reductions and the two ways to get <K, L>
 # ----------------------------------------------------------------------------
 
-def _frob_dot(A: torch.Tensor, B: torch.Tensor) -> float:
-    """sum(A * B) accumulated in float64, in row blocks of ~4M entries.
+_BLOCK = 1 << 24     # entries per float64 reduction block (128 MiB of float64 scratch)
 
-    Summing ~1e8 products in float32 loses digits; converting whole n x n
-    matrices to float64 at once costs memory, hence the blocks.
+
+def _frob_dot(A: torch.Tensor, B: torch.Tensor) -> float:
+    """sum(A * B) accumulated in float64 (row blocks of <= 2^24 entries).
+
+    Summing ~1e8 products in float32 loses digits (PAPER_TARGETS.md section 4).
+    Each product A_ij B_ij is rounded once in the input precision, which is
+    unbiased and harmless; only the accumulation needs float64.
     """
-    rows = max(1, (1 << 22) // max(1, A.shape[1]))
-    total = torch.zeros((), dtype=torch.float64, device=A.device)
-    for i in range(0, A.shape[0], rows):
-        total += (A[i:i + rows].double() * B[i:i + rows].double()).sum()
-    return float(total)
+    if A.numel() <= _BLOCK:
+        return float(torch.sum(A * B, dtype=torch.float64))
+    rows = max(1, _BLOCK // A.shape[1])
+    return math.fsum(float(torch.sum(A[i:i + rows] * B[i:i + rows], dtype=torch.float64))
+                     for i in range(0, A.shape[0], rows))
 
 
 def _sq_frob(A: torch.Tensor) -> float:
-    """||A||_F^2 summed in float64."""
+    """||A||_F^2 accumulated in float64."""
+    if A.numel() <= _BLOCK:
+        return float(torch.linalg.vector_norm(A, dtype=torch.float64)) ** 2
     return _frob_dot(A, A)
+
+
+_MIN_SPLIT = 256     # rows of A below which A A^T is not split into halves
+
+
+def _halves(m: int) -> list[tuple[slice, slice, float]]:
+    """Distinct blocks (i, j, weight) of a symmetric (m, m) product, rows in halves.
+
+    A A^T = [[A1 A1^T, A1 A2^T], [A2 A1^T, A2 A2^T]]: the lower-left block is
+    the transpose of the upper-right one, so three block products (3/4 of the
+    multiply-adds) give every Frobenius inner product, the off-diagonal block
+    counted twice. torch has no symmetric rank-k product (syrk) of its own.
+    """
+    if m < _MIN_SPLIT:
+        return [(slice(None), slice(None), 1.0)]
+    h = m // 2
+    top, bottom = slice(0, h), slice(h, m)
+    return [(top, top, 1.0), (top, bottom, 2.0), (bottom, bottom, 1.0)]
+
+
+def _sym_sq_frob(A: torch.Tensor) -> float:
+    """||A A^T||_F^2 for A (m, k), from the distinct blocks of A A^T."""
+    return math.fsum(w * _sq_frob(A[i] @ A[j].T) for i, j, w in _halves(A.shape[0]))
+
+
+def _sym_frob_dots(A: torch.Tensor, B: torch.Tensor,
+                   off_diagonal: bool = False) -> tuple[float, float, float]:
+    """<K, L>, ||K||^2, ||L||^2 for K = A A^T, L = B B^T, A (m, k1), B (m, k2).
+
+    Block by block, so no full (m, m) matrix is held. With ``off_diagonal``
+    the diagonals of K and L are zeroed first.
+    """
+    kl = kk = ll = 0.0
+    for i, j, w in _halves(A.shape[0]):
+        K = A[i] @ A[j].T                                         # (m/2, m/2) or (m, m)
+        L = B[i] @ B[j].T
+        if off_diagonal and i == j:
+            # zeroing is exact, unlike subtracting sum_i K_ii L_ii afterwards,
+            # which cancels most of <K, L> when d >> n
+            K.fill_diagonal_(0)
+            L.fill_diagonal_(0)
+        kl += w * _frob_dot(K, L)
+        kk += w * _sq_frob(K)
+        ll += w * _sq_frob(L)
+    return kl, kk, ll
 
 
 def _choose_form(n: int, d1: int, d2: int, form: str) -> str:
     """Pick the cheaper of the two forms by multiply-add count.
 
-    feature: Xc^T Xc, Yc^T Yc, Yc^T Xc   -> n (d1^2 + d2^2 + d1 d2) + (d1^2 + d2^2 + d1 d2)
-    gram:    Xc Xc^T, Yc Yc^T            -> n^2 (d1 + d2)             + 3 n^2
+    feature: Yc^T Xc, and Xc^T Xc, Yc^T Yc at 3/4 (symmetric halves, see _halves)
+             -> n (d1 d2 + 3/4 (d1^2 + d2^2)) + (d1^2 + d2^2 + d1 d2)
+    gram:    Xc Xc^T, Yc Yc^T at 3/4           -> 3/4 n^2 (d1 + d2)  + 3 n^2
     """
     check_choice(form, "form", FORMS)
     if form != "auto":
         return form
-    feature = (n + 1) * (d1 * d1 + d2 * d2 + d1 * d2)
-    gram = n * n * (d1 + d2 + 3)
+    feature = n * (d1 * d2 + 0.75 * (d1 * d1 + d2 * d2)) + (d1 * d1 + d2 * d2 + d1 * d2)
+    gram = 0.75 * n * n * (d1 + d2) + 3 * n * n
     return "feature" if feature <= gram else "gram"
 
 
 def _inner_products(Xc: torch.Tensor, Yc: torch.Tensor, form: str,
-                    off_diagonal: bool = False) -> tuple[float, float, float]:
+                    diagonals: tuple[torch.Tensor, torch.Tensor] | None = None
+                    ) -> tuple[float, float, float]:
     """Return (<K, L>, <K, K>, <L, L>) for K = Xc Xc^T, L = Yc Yc^T (float64 sums).
 
-    With ``off_diagonal`` the Grams have their diagonals set to zero first (the
-    K~, L~ of Song et al.); in the feature form that is the full value minus
-    sum_i K_ii L_ii, exact enough there because n is large relative to d.
+    Feature form: <K, L> = ||Yc^T Xc||_F^2, <K, K> = ||Xc^T Xc||_F^2, ...
+    Gram form: the Grams themselves. Given ``diagonals`` = (diag K, diag L),
+    the Grams have their diagonals removed (the K~, L~ of Song et al.): the
+    Gram form zeroes them, the feature form subtracts sum_i K_ii L_ii, which
+    is accurate when n is large relative to d (when "auto" picks it).
     """
     n, d1 = Xc.shape
     form = _choose_form(n, d1, Yc.shape[1], form)
-    if form == "feature":
-        kl = _sq_frob(Yc.T @ Xc)                                 # ||(d2, d1)||^2
-        kk = _sq_frob(Xc.T @ Xc)                                 # ||(d1, d1)||^2
-        ll = _sq_frob(Yc.T @ Yc)                                 # ||(d2, d2)||^2
-        if off_diagonal:
-            dx, dy = _row_sq_norms(Xc), _row_sq_norms(Yc)        # (n,) float64
-            kl -= float(dx @ dy)
-            kk -= float(dx @ dx)
-            ll -= float(dy @ dy)
-        return kl, kk, ll
-    K = Xc @ Xc.T                                                # (n, n)
-    L = Yc @ Yc.T                                                # (n, n)
-    if off_diagonal:
-        # zeroing is exact, unlike subtracting sum_i K_ii L_ii afterwards, which
-        # cancels most of <K, L> when d >> n
-        K.fill_diagonal_(0)
-        L.fill_diagonal_(0)
-    return _frob_dot(K, L), _frob_dot(K, K), _frob_dot(L, L)
+    if form == "gram":
+        return _sym_frob_dots(Xc, Yc, off_diagonal=diagonals is not None)
+    kl = _sq_frob(Yc.T @ Xc)                                     # ||(d2, d1)||^2
+    kk = _sym_sq_frob(Xc.T)                                      # ||(d1, d1)||^2
+    ll = _sym_sq_frob(Yc.T)                                      # ||(d2, d2)||^2
+    if diagonals is not None:
+        dx, dy = diagonals                                       # (n,) float64 each
+        kl -= float(dx @ dy)
+        kk -= float(dx @ dx)
+        ll -= float(dy @ dy)
+    return kl, kk, ll
 
 
 def _row_sq_norms(Xc: torch.Tensor) -> torch.Tensor:
@@ -213,11 +274,12 @@ def _row_sq_norms(Xc: torch.Tensor) -> torch.Tensor:
         else Xc.square().sum(1).double()
 
 
-def _unbiased_hsic_terms(Xc: torch.Tensor, Yc: torch.Tensor, form: str) -> tuple[float, float, float]:
-    """Unbiased HSIC (Song et al. 2012, eq. 5) of (X,Y), (X,X), (Y,Y), linear kernel.
+def _unbiased_hsic_terms(Xc: torch.Tensor, Yc: torch.Tensor,
+                         form: str) -> tuple[float, float, float]:
+    """Unbiased HSIC (Song et al. 2012) of (X,Y), (X,X), (Y,Y), linear kernel.
 
     For column-centred features K 1 = 0, so with K~ = K - diag(K) the three
-    correction terms of eq. (5) reduce to the diagonals dx = diag(K),
+    correction terms of HSIC_1 (see hsic_unbiased) reduce to the diagonals dx = diag(K),
     dy = diag(L):  1^T K~ 1 = -sum(dx),  1^T K~ L~ 1 = dx . dy, and
 
         n (n - 3) HSIC_1 = <K~, L~> + sum(dx) sum(dy) / ((n-1)(n-2)) - 2 dx.dy / (n-2)   (2)
@@ -226,8 +288,8 @@ def _unbiased_hsic_terms(Xc: torch.Tensor, Yc: torch.Tensor, form: str) -> tuple
     is allowed, and it is what keeps float32 products accurate.
     """
     n = Xc.shape[0]
-    kl, kk, ll = _inner_products(Xc, Yc, form, off_diagonal=True)
-    dx, dy = _row_sq_norms(Xc), _row_sq_norms(Yc)
+    dx, dy = _row_sq_norms(Xc), _row_sq_norms(Yc)                # (n,) float64 each
+    kl, kk, ll = _finite_or_raise(_inner_products(Xc, Yc, form, diagonals=(dx, dy)), Xc.dtype)
     tx, ty = float(dx.sum()), float(dy.sum())
 
     def hsic(off: float, a: torch.Tensor, b: torch.Tensor, ta: float, tb: float) -> float:
@@ -244,7 +306,7 @@ def _unbiased_hsic_terms(Xc: torch.Tensor, Yc: torch.Tensor, form: str) -> tuple
 def linear_cka(X, Y, *, form: str = "auto") -> float:
     """Linear CKA of Kornblith et al. (2019) between X (n, d1) and Y (n, d2).
 
-    With column-centred Xc, Yc, two equal expressions (Kornblith et al., eq. 5):
+    With column-centred Xc, Yc, two equal expressions (Kornblith et al., section 3):
 
         feature form  ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)     O(n d^2)
         Gram form     <K, L> / (||K||_F ||L||_F),  K = Xc Xc^T, L = Yc Yc^T   O(n^2 d)
@@ -265,7 +327,7 @@ def linear_cka(X, Y, *, form: str = "auto") -> float:
     bfloat16 are computed in float32); norms are summed in float64.
     """
     Xc, Yc = _prepare(X, Y, min_rows=2, why="for CKA")
-    kl, kk, ll = _inner_products(Xc, Yc, form)
+    kl, kk, ll = _finite_or_raise(_inner_products(Xc, Yc, form), Xc.dtype)
     return kl / math.sqrt(kk * ll)
 
 
@@ -295,7 +357,7 @@ def _rbf_gram(X: torch.Tensor, threshold: float, name: str) -> torch.Tensor:
                          f"got {med}; more than half of the row pairs coincide, so the RBF "
                          f"bandwidth is zero: remove duplicate rows or use linear_cka")
     K = torch.exp(-D2 / (2 * threshold ** 2 * med))
-    # H K H: subtract row and column means, add back the grand mean
+    # H K H: removing the column means, then the row means of what is left
     K -= K.mean(0, keepdim=True)
     K -= K.mean(1, keepdim=True)
     return K
@@ -330,18 +392,15 @@ def rbf_cka(X, Y, threshold: float = 1.0) -> float:
     if X.shape[0] < 2:
         raise ValueError(f"X and Y: expected at least 2 rows (examples) for CKA, got "
                          f"{X.shape[0]}; use more examples")
-    for m, nm in ((X, "X"), (Y, "Y")):
-        if _is_constant(m):
-            raise ValueError(f"{nm}: expected at least one feature with non-zero variance, got "
-                             f"all {m.shape[1]} columns constant; CKA is 0/0 here, so drop "
-                             f"this layer or check the feature extraction")
+    _check_not_constant(X, "X")
+    _check_not_constant(Y, "Y")
     K, L = _rbf_gram(X, threshold, "X"), _rbf_gram(Y, threshold, "Y")
-    return _frob_dot(K, L) / math.sqrt(_frob_dot(K, K) * _frob_dot(L, L))
+    return _frob_dot(K, L) / math.sqrt(_sq_frob(K) * _sq_frob(L))
 
 
 @torch.no_grad()
 def hsic_unbiased(K, L) -> float:
-    """Unbiased HSIC estimator of Song et al. (2012), eq. (5), from two Grams.
+    """Unbiased HSIC estimator HSIC_1 of Song et al. (2012), from two Gram matrices.
 
     With K~, L~ the Grams with zeroed diagonals and 1 the ones vector,
 
@@ -408,7 +467,7 @@ def debiased_cka(X, Y, *, form: str = "auto") -> float:
 
 
 class MinibatchCKA:
-    """Minibatch linear CKA of Nguyen, Raghu & Kornblith (2021), eq. (3).
+    """Minibatch linear CKA of Nguyen, Raghu & Kornblith (2021).
 
     Each ``update`` adds the unbiased HSIC (Song et al. 2012) of one batch to
     running sums; ``compute`` returns

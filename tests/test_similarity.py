@@ -132,6 +132,28 @@ def test_float32_with_large_offset_matches_float64_reference(rng, n, d, form, of
     assert linear_cka(Xt, Yt, form=form) == pytest.approx(ref, abs=1e-5)
 
 
+def test_blocked_reductions_and_symmetric_halves_agree(rng, monkeypatch):
+    # n, d large enough that A A^T is split into halves by default: check both
+    # the split and the float64 row blocks against the unsplit, unblocked values
+    import stir_lib.similarity as sim
+    X = rng.standard_normal((301, 263))
+    Y = X[:, :100] @ rng.standard_normal((100, 257)) + rng.standard_normal((301, 257))
+
+    def values():
+        return [linear_cka(X, Y, form="feature"), linear_cka(X, Y, form="gram"),
+                debiased_cka(X, Y, form="feature"), debiased_cka(X, Y, form="gram")]
+
+    split = values()
+    monkeypatch.setattr(sim, "_MIN_SPLIT", 10**9)       # never split
+    whole = values()
+    monkeypatch.setattr(sim, "_BLOCK", 1000)            # many float64 row blocks
+    blocked = values()
+    assert split == pytest.approx(whole, abs=1e-12)
+    assert blocked == pytest.approx(whole, abs=1e-12)
+    assert whole[:2] == pytest.approx([ref_linear_cka(X, Y)] * 2, abs=1e-12)
+    assert whole[2:] == pytest.approx([ref_debiased_cka(X, Y)] * 2, abs=1e-12)
+
+
 def test_form_auto_picks_cheaper_form():
     import stir_lib.similarity as sim
     assert sim._choose_form(10_000, 512, 512, "auto") == "feature"
@@ -263,6 +285,17 @@ def test_bad_inputs_raise(fn, rng):
             fn(X, torch.full((20, 4), const, dtype=torch.float32))
     with pytest.raises(ValueError, match="at least"):
         fn(X[:1], X[:1] + 1)
+
+
+@pytest.mark.parametrize("fn", [linear_cka, debiased_cka])
+def test_float32_overflow_raises_and_ints_are_exact(fn, rng):
+    X = rng.standard_normal((30, 4))
+    big = torch.tensor(X * 1e21, dtype=torch.float32)        # squares overflow float32
+    with pytest.raises(ValueError, match="overflow"):
+        fn(big, torch.tensor(X, dtype=torch.float32))
+    assert fn(big.double(), X) == pytest.approx(1.0, abs=1e-6)
+    Xi = rng.integers(-5, 6, size=(30, 4))
+    assert fn(Xi, X) == fn(Xi.astype(np.float64), X)
 
 
 def test_small_n_and_parameters_raise(rng):
