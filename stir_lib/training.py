@@ -39,13 +39,14 @@ class TrainConfig:
     weight_decay: float | tuple = 0.0  # lambda of the penalty lambda * ||W||_F^2 on each weight
     #                                    matrix/kernel (biases excluded); a tuple gives one
     #                                    lambda per weight, in parameter order
-    loss: str = "ce"                 # "ce", "pgd-at" (Madry et al.), "trades", "mart"
+    loss: str = "ce"                 # "ce", "pgd-at" (Madry et al.), "pgd-mix" (half clean,
+    #                                  half adversarial, Goodfellow et al.), "trades", "mart"
     adv_norm: str = "l2"             # threat model of the adversarial losses
     adv_eps: float = 0.0             # radius in [0, 1] pixel units
     adv_steps: int = 7               # PGD steps during training
     beta: float = 6.0                # TRADES / MART trade-off weight
-    autoencoder_epochs: int = 0      # > 0: pre-train the body as a sigmoid autoencoder first,
-    #                                  then freeze it and train only the head
+    autoencoder_epochs: int = 0      # > 0: pre-train the body as a sigmoid autoencoder first
+    #                                  (then train as below: the whole net, or the head only)
     train_params: str = "all"        # "all" or "head" (fixed-feature training)
     seed: int = 0
 
@@ -82,6 +83,10 @@ def _adv_loss(model, xb, yb, cfg: TrainConfig, step_seed: int) -> torch.Tensor:
         x_adv = pgd(model, xb, yb, norm=cfg.adv_norm, eps=cfg.adv_eps, steps=cfg.adv_steps,
                     seed=step_seed)
         return F.cross_entropy(model(x_adv), yb)
+    if cfg.loss == "pgd-mix":
+        x_adv = pgd(model, xb, yb, norm=cfg.adv_norm, eps=cfg.adv_eps, steps=cfg.adv_steps,
+                    seed=step_seed)
+        return 0.5 * (F.cross_entropy(model(xb), yb) + F.cross_entropy(model(x_adv), yb))
     if cfg.loss == "trades":  # Zhang et al., ICML 2019
         with torch.no_grad(), attacks.eval_mode(model):
             p_clean = F.softmax(model(xb), 1)
@@ -136,7 +141,7 @@ def train(model: ImageModel, x: torch.Tensor, y: torch.Tensor, config: TrainConf
     check_image_batch(x, "x", channels=model.input_shape[0], size=model.input_shape[1:])
     check_labels(y, len(x), model.num_classes, "y")
     check_choice(cfg.optimizer, "optimizer", ("adam", "sgd"))
-    check_choice(cfg.loss, "loss", ("ce", "pgd-at", "trades", "mart"))
+    check_choice(cfg.loss, "loss", ("ce", "pgd-at", "pgd-mix", "trades", "mart"))
     check_choice(cfg.lr_schedule, "lr_schedule", ("cosine", "constant"))
     check_choice(cfg.train_params, "train_params", ("all", "head"))
     if cfg.loss != "ce" and cfg.adv_eps <= 0:
@@ -147,7 +152,7 @@ def train(model: ImageModel, x: torch.Tensor, y: torch.Tensor, config: TrainConf
     model.train()
     if cfg.autoencoder_epochs:
         _pretrain_autoencoder(model, x, cfg, progress)
-    head_only = cfg.train_params == "head" or cfg.autoencoder_epochs > 0
+    head_only = cfg.train_params == "head"
     for p in model.body.parameters():
         p.requires_grad_(not head_only)
     params = [p for p in model.parameters() if p.requires_grad]
