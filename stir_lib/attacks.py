@@ -234,9 +234,19 @@ def _box_lbfgs(fun, z0, lower, upper, *, max_iter, history, pgtol, ftol):
     return z_out, evals
 
 
+def _loss_f(logits: torch.Tensor, target: torch.Tensor, loss: str, kappa: float) -> torch.Tensor:
+    """Per-example loss towards ``target``: logit margin (clamped at -kappa) or cross-entropy."""
+    if loss == "ce":
+        return F.cross_entropy(logits, target, reduction="none")
+    z_target = logits.gather(1, target[:, None]).squeeze(1)
+    z_other = logits.scatter(1, target[:, None], -torch.inf).amax(1)
+    return (z_other - z_target).clamp_min(-kappa)
+
+
 def lbfgs_min_distortion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
                          c_init: float = 1.0, search_steps: int = 8, max_iter: int = 100,
                          history: int = 10, pgtol: float = 1e-5, ftol: float = 2.2e-9,
+                         loss: str = "margin", kappa: float = 0.01,
                          batch_size: int = 1000, progress: bool | None = None) -> LBFGSResult:
     """Szegedy et al.'s minimum-distortion adversarial examples (2014, section 4.1).
 
@@ -250,6 +260,17 @@ def lbfgs_min_distortion(model: nn.Module, x: torch.Tensor, target: torch.Tensor
     geometrically; the smallest successful r over the search is kept. The
     squared norm is smooth at r = 0 and traces the same trade-off curve.
 
+    The loss is the paper's ``loss_f``. Two choices:
+
+    * ``"margin"`` (default): ``max(max_{j != l} z_j - z_l, -kappa)`` on the logits z
+      (Carlini & Wagner 2017). For a linear model this makes the penalty exact:
+      below a threshold c, the minimiser is the smallest perturbation that gives
+      l a logit margin of ``kappa``, so the search finds the true minimum.
+    * ``"ce"``: cross-entropy towards l, the loss the paper used. Its minimiser
+      follows the softmax of every class, not only the two that meet at the
+      boundary, and stops 15-35 % further out than the minimum on linear
+      models (see tests/test_attacks.py).
+
     All examples of a batch run together, each with its own c and its own
     L-BFGS memory.
 
@@ -259,6 +280,8 @@ def lbfgs_min_distortion(model: nn.Module, x: torch.Tensor, target: torch.Tensor
         target: (N,) int64 target labels.
         c_init: first penalty weight (per squared [0, 1] pixel unit).
         search_steps: number of L-BFGS solves per example in the c search.
+        loss: "margin" or "ce" (see above).
+        kappa: logit margin of the "margin" loss, so success is strict.
         max_iter: L-BFGS iterations per solve.
         history: L-BFGS memory length.
         pgtol, ftol: stopping tolerances, as scipy's L-BFGS-B defaults.
@@ -276,6 +299,8 @@ def lbfgs_min_distortion(model: nn.Module, x: torch.Tensor, target: torch.Tensor
         num_classes = net(x[:1].double()).shape[1] if len(x) else 1
     check_labels(target, len(x), num_classes, "target")
     check_positive(c_init, "c_init")
+    check_choice(loss, "loss", ("margin", "ce"))
+    kappa = check_positive(kappa, "kappa", allow_zero=True)
     if search_steps < 1 or max_iter < 1:
         raise ValueError(f"expected search_steps >= 1 and max_iter >= 1, got "
                          f"{search_steps} and {max_iter}")
@@ -299,10 +324,10 @@ def lbfgs_min_distortion(model: nn.Module, x: torch.Tensor, target: torch.Tensor
                 with torch.enable_grad():
                     zz = z.detach().requires_grad_(True)
                     logits = net(zz.view(-1, *shape[1:]))
-                    ce = F.cross_entropy(logits, tb[rows], reduction="none")
-                    (grad,) = torch.autograd.grad(ce.sum(), zz)
+                    lf = _loss_f(logits, tb[rows], loss, kappa)
+                    (grad,) = torch.autograd.grad(lf.sum(), zz)
                 r = z - x0[rows]
-                fval = c[rows] * r.pow(2).sum(1) + ce.detach()
+                fval = c[rows] * r.pow(2).sum(1) + lf.detach()
                 return fval, grad + 2 * c[rows, None] * r
 
             z, n_eval = _box_lbfgs(fun, x0.clone(), lower, upper, max_iter=max_iter,

@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                         help="override a notebook parameter (repeatable)")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     root = repo_root()
     all_names = toc_notebooks(root)
     if args.command == "list":
