@@ -23,21 +23,24 @@ module computes each ``L_k`` for one input shape:
   "Spectral normalization for generative adversarial networks", ICLR) normalises. It is *not*
   the operator norm of the convolution; the book shows the gap.
 * BatchNorm (eval), pooling, activations, Softmax, Dropout (eval), Flatten, Identity: the
-  closed forms documented in :func:`operator_norm`.
+  closed forms documented in :func:`operator_norm`. Note that overlapping max-pooling
+  (AlexNet's 3x3 windows at stride 2) is not a contraction: its Lipschitz constant is 2.
 
 :func:`layer_table` walks a feed-forward network's leaf modules in execution order and
 returns one :class:`LayerRow` per call; :func:`group_rows` folds each Conv/Linear with the
 layers that follow it (the grouping of Szegedy et al.'s Table 5); :func:`product_bound`
 multiplies the norms.
 
-Everything runs in float64 on the weights' device. Iterative estimates are Rayleigh
-quotients, so they never exceed the true norm; they stop when the estimate's relative
-change over a few iterations falls below ``tol``.
+Everything runs in float64 on the weights' device (a float32 Lanczos warm start only
+supplies the start vector). Iterative estimates are Rayleigh quotients, so they never
+exceed the true norm; they stop when the estimate's relative change over a few iterations
+falls below ``tol``, and are then accurate to about ``tol`` (relative).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -80,6 +83,8 @@ KINDS = ("exact", "lipschitz", "product")
 
 _DTYPE = torch.float64
 _WINDOW = 3  # the stop rule compares the estimate with the one _WINDOW iterations back
+_WARM_MAX_ITER = 500  # cap on the float32 warm-start iterations
+_WARM_MIN_SIZE = 4096  # below this many unknowns a step costs the same in either dtype
 
 
 # --------------------------------------------------------------------------- iterative core
@@ -87,10 +92,11 @@ _WINDOW = 3  # the stop rule compares the estimate with the one _WINDOW iteratio
 class NormEstimate:
     """Result of :func:`top_singular_value`."""
 
-    norm: float         # sqrt of the largest Ritz value / Rayleigh quotient: <= ||A||_2
-    iterations: int     # applications of A^T A (one forward and one adjoint each)
+    norm: float         # sqrt of the final float64 Rayleigh quotient: <= ||A||_2
+    iterations: int     # float64 applications of A^T A (one forward and one adjoint each)
+    warm_iterations: int  # float32 applications in the warm start (0 without one)
     rel_change: float   # relative change of ``norm`` over the last few iterations
-    converged: bool     # rel_change < tol, or an invariant subspace was found (exact)
+    converged: bool     # rel_change < tol
 
 
 def _start_vector(n: int, seed: int, device) -> torch.Tensor:
@@ -106,36 +112,48 @@ def _rel_change(history: list[float]) -> float:
     return abs(new - old) / new if new > 0 else 0.0
 
 
-def _power(op, n, *, tol, max_iter, seed, device):
-    """Power iteration on the PSD operator ``op``; returns (theta, iterations, change, done)."""
-    v = _start_vector(n, seed, device)
+def _power(op, v, *, tol, max_iter):
+    """Power iteration on the PSD operator ``op`` from ``v``.
+
+    Returns (theta, vector, iterations, rel_change, converged), theta the Rayleigh
+    quotient ``v^T op(v)`` of the last unit vector (non-decreasing for a PSD operator).
+    """
+    v = v / v.norm()
     hist: list[float] = []
     for it in range(1, max_iter + 1):
         w = op(v)
-        theta = float(torch.dot(v, w))  # Rayleigh quotient of the unit vector v
+        theta = float(torch.dot(v, w))
         hist.append(math.sqrt(max(theta, 0.0)))
         wn = float(w.norm())
-        if wn == 0.0:
-            return 0.0, it, 0.0, True
-        if _rel_change(hist) < tol:
-            return theta, it, _rel_change(hist), True
+        change = _rel_change(hist)
+        if wn == 0.0 or change < tol:
+            return theta, v, it, (0.0 if wn == 0.0 else change), True
         v = w / wn
-    return hist[-1] ** 2, max_iter, _rel_change(hist), False
+    return hist[-1] ** 2, v, max_iter, _rel_change(hist), False
 
 
-def _lanczos(op, n, *, tol, max_iter, seed, device, max_basis):
-    """Lanczos on the PSD operator ``op`` with full reorthogonalisation and explicit restarts.
+def _lanczos(op, v, *, tol, max_iter, max_basis):
+    """Lanczos iteration on the PSD operator ``op`` from ``v``, in ``v``'s dtype.
 
-    The largest Ritz value of the Krylov space K_m(op, v) is the largest Rayleigh quotient
-    over that space, so it is never below the power iteration's after the same number of
-    steps and never above lambda_max (Golub & Van Loan, "Matrix Computations", 4th ed.,
-    section 10.1). Reorthogonalising every new vector against the whole basis (two
-    classical Gram-Schmidt passes) avoids the ghost eigenvalues of plain Lanczos; the basis
-    is capped at ``max_basis`` vectors, after which it restarts from the top Ritz vector.
+    After m steps the largest eigenvalue theta of the tridiagonal T_m is the largest
+    Rayleigh quotient over the Krylov space span(v, op v, ..., op^{m-1} v) (Lanczos 1950;
+    Golub & Van Loan, "Matrix Computations", 4th ed., section 10.1): never below what power
+    iteration reaches in m steps, never above lambda_max. Plain three-term recurrence
+    without reorthogonalisation, in the ordering Paige (1972, "Computational variants of
+    the Lanczos method for the eigenproblem", IMA J. Appl. Math. 10) found stable: rounding
+    then only adds copies of already converged Ritz values (Paige 1980, "Accuracy and
+    effectiveness of the Lanczos algorithm for the symmetric eigenproblem", Linear
+    Algebra Appl. 34), which leaves the largest one intact, and
+    T_m is a leading block of T_{m+1}, so theta never decreases (Cauchy interlacing). The
+    basis is kept only to form the Ritz vector; when ``max_basis`` vectors are stored the
+    iteration restarts from the current Ritz vector.
+
+    Returns (theta, ritz_vector, iterations, rel_change, converged).
     """
-    basis = max(2, min(max_basis, n))
-    Q = torch.empty(basis, n, dtype=_DTYPE, device=device)  # (m, n) orthonormal rows
-    q = _start_vector(n, seed, device)
+    n = v.numel()
+    basis = max(2, min(max_basis, max_iter))
+    Q = torch.empty(basis, n, dtype=v.dtype, device=v.device)  # (m, n) Lanczos vectors
+    q = v / v.norm()
     hist: list[float] = []
     it = 0
     while True:
@@ -145,12 +163,13 @@ def _lanczos(op, n, *, tol, max_iter, seed, device, max_basis):
         for j in range(basis):
             w = op(Q[j])
             it += 1
-            Qj = Q[: j + 1]
-            h = Qj @ w                      # (j+1,) projections; h[j] is alpha_j
-            w = w - Qj.T @ h
-            h2 = Qj @ w                     # second pass: "twice is enough"
-            w = w - Qj.T @ h2
-            alphas.append(float(h[j] + h2[j]))
+            # Paige's ordering (subtract the old direction before taking alpha) keeps
+            # the recurrence stable; in-place updates keep the step to a few passes.
+            if j > 0:
+                w.sub_(Q[j - 1], alpha=betas[-1])
+            alpha = float(torch.dot(w, Q[j]))
+            w.sub_(Q[j], alpha=alpha)
+            alphas.append(alpha)
             beta = float(w.norm())
             T = torch.diag(torch.tensor(alphas, dtype=_DTYPE))
             if betas:
@@ -159,47 +178,55 @@ def _lanczos(op, n, *, tol, max_iter, seed, device, max_basis):
             evals, evecs = torch.linalg.eigh(T)
             theta = float(evals[-1])
             hist.append(math.sqrt(max(theta, 0.0)))
-            # beta ~ 0: K_m is invariant under op, the Ritz values are eigenvalues (exact).
-            invariant = beta <= 1e-12 * max(abs(theta), 1e-300) or beta == 0.0
             change = _rel_change(hist)
-            if invariant or change < tol:
-                return theta, it, (0.0 if invariant else change), True
-            if it >= max_iter:
-                return theta, it, change, False
-            if j + 1 < basis:
-                Q[j + 1] = w / beta
-                betas.append(beta)
-        # Basis full: restart from the top Ritz vector (explicit restart).
-        q = Q.T @ evecs[:, -1].to(device)
-        q = q / q.norm()
+            # beta == 0: the Krylov space is invariant and theta an exact eigenvalue.
+            done = beta <= 1e-14 * max(theta, 1e-300) or change < tol
+            if done or it >= max_iter or j + 1 == basis:
+                s = evecs[:, -1].to(dtype=v.dtype, device=v.device)
+                q = Q[: j + 1].T @ s               # Ritz vector (n,)
+                q = q / q.norm()
+                if done or it >= max_iter:
+                    return theta, q, it, (0.0 if change == math.inf else change), done
+                break                               # basis full: restart from q
+            torch.div(w, beta, out=Q[j + 1])
+            betas.append(beta)
 
 
 def top_singular_value(forward: Callable[[torch.Tensor], torch.Tensor],
                        adjoint: Callable[[torch.Tensor], torch.Tensor] | None,
                        input_shape: Sequence[int], *, method: str = "lanczos",
-                       tol: float = 1e-9, max_iter: int = 3000, seed: int = 0,
-                       device=None, max_basis: int | None = None) -> NormEstimate:
+                       tol: float = 1e-7, max_iter: int = 3000, seed: int = 0,
+                       warm_start: bool = False, device=None,
+                       max_basis: int | None = None) -> NormEstimate:
     """Largest singular value of a linear map given as a function, by Krylov iteration.
 
     Args:
-        forward: ``x -> A x`` on float64 tensors of shape ``input_shape`` (include any
-            batch axis the function needs). Must be linear (no bias).
+        forward: ``x -> A x`` on tensors of shape ``input_shape`` (include any batch axis
+            the function needs). Must be linear (no bias) and accept float64 input (and
+            float32 with ``warm_start``), returning the input's dtype.
         adjoint: ``y -> A^T y``; ``None`` builds it with autograd (the gradient of
             ``<A x, y>`` with respect to ``x``), which costs about one more forward.
         input_shape: shape of ``x``.
-        method: ``"lanczos"`` (default; converges in far fewer steps) or ``"power"``
-            (plain power iteration on ``A^T A``; a check on the former).
+        method: ``"lanczos"`` (default; far fewer steps) or ``"power"`` (plain power
+            iteration on ``A^T A``; an independent check).
         tol: stop when the estimate's relative change over the last 3 iterations is
             below this (dimensionless).
-        max_iter: cap on applications of ``A^T A``; a warning is raised if reached.
+        max_iter: cap on float64 applications of ``A^T A``; a RuntimeWarning is raised
+            if it is reached before ``tol``.
         seed: seed of the Gaussian start vector.
-        device: where to run; default the device ``forward`` is fed on (CPU).
-        max_basis: Lanczos basis size before a restart; default keeps the basis under
-            about 160 MB (at most 200 vectors).
+        warm_start: first run Lanczos in float32 (2-4x cheaper a step on CPU) to
+            relative change 1e-6 (at most 500 steps), then run float64 Lanczos from its
+            Ritz vector; only the float64 phase decides the result. Skipped when the
+            iteration space has fewer than 4096 unknowns.
+        device: where to run; default CPU.
+        max_basis: stored Lanczos vectors before a restart; default keeps the basis under
+            about 160 MB (20 to 200 vectors).
 
     The iteration runs on ``A^T A`` or ``A A^T``, whichever acts on the smaller space
-    (same nonzero spectrum). The estimate is a Rayleigh quotient, hence a lower bound on
-    ``||A||_2`` that is tight at convergence.
+    (same nonzero spectrum). The result is the square root of the final float64 Ritz
+    value, a Rayleigh quotient of ``A^T A``, hence a lower bound on ``||A||_2``. When the
+    top two singular values are nearly equal it can stop on the lower one; the error is
+    then below their relative gap.
     """
     if method not in ("lanczos", "power"):
         raise ValueError(f"method: expected 'lanczos' or 'power', got {method!r}")
@@ -214,36 +241,44 @@ def top_singular_value(forward: Callable[[torch.Tensor], torch.Tensor],
         out_shape = tuple(forward(torch.zeros(in_shape, dtype=_DTYPE, device=device)).shape)
     n_in, n_out = math.prod(in_shape), math.prod(out_shape)
     if n_in == 0 or n_out == 0:
-        return NormEstimate(0.0, 0, 0.0, True)
+        return NormEstimate(0.0, 0, 0, 0.0, True)
     if n_out < n_in:    # iterate on A A^T in the (smaller) output space
         f, g, shape, n = adjoint, forward, out_shape, n_out
     else:
         f, g, shape, n = forward, adjoint, in_shape, n_in
 
-    def op(v):  # (n,) -> (n,): g(f(v))
+    def op(v):  # (n,) -> (n,): g(f(v)), in v's dtype, never sharing v's memory
         with torch.no_grad():
-            return g(f(v.view(shape))).reshape(-1)
+            out = g(f(v.view(shape))).reshape(-1)
+        if out.untyped_storage().data_ptr() == v.untyped_storage().data_ptr():
+            out = out.clone()   # Lanczos updates the result in place
+        return out
 
     if max_basis is None:
         max_basis = int(min(200, max(20, 1.6e8 // (8 * n))))
-    if method == "lanczos":
-        theta, it, change, done = _lanczos(op, n, tol=tol, max_iter=max_iter, seed=seed,
-                                           device=device, max_basis=max_basis)
-    else:
-        theta, it, change, done = _power(op, n, tol=tol, max_iter=max_iter, seed=seed,
-                                         device=device)
+    v = _start_vector(n, seed, device)
+    warm = 0
+    if warm_start and method == "lanczos" and n >= _WARM_MIN_SIZE:
+        # The float32 phase only supplies a start vector: cap it, never warn about it.
+        _, v32, warm, _, _ = _lanczos(op, v.float(), tol=max(tol, 1e-6),
+                                      max_iter=min(max_iter, _WARM_MAX_ITER),
+                                      max_basis=max_basis)
+        v = v32.to(_DTYPE)
+    run = _lanczos if method == "lanczos" else _power
+    kw = {"max_basis": max_basis} if method == "lanczos" else {}
+    theta, _, it, change, done = run(op, v, tol=tol, max_iter=max_iter, **kw)
     if not done:
         warnings.warn(f"top_singular_value: {method} did not reach tol={tol:g} in "
                       f"{max_iter} iterations (last relative change {change:.2e}); the "
                       f"estimate is a lower bound. Raise max_iter or tol.",
                       RuntimeWarning, stacklevel=2)
-    return NormEstimate(math.sqrt(max(theta, 0.0)), it, change, done)
+    return NormEstimate(math.sqrt(max(theta, 0.0)), it, warm, change, done)
 
 
 def _autograd_adjoint(forward, in_shape, device):
     """``y -> A^T y`` for a linear ``forward``: the gradient of <A x, y> at x = 0."""
     def adjoint(y):
-        x = torch.zeros(in_shape, dtype=_DTYPE, device=device, requires_grad=True)
+        x = torch.zeros(in_shape, dtype=y.dtype, device=device, requires_grad=True)
         with torch.enable_grad():
             (gx,) = torch.autograd.grad(forward(x), x, grad_outputs=y)
         return gx
@@ -256,8 +291,10 @@ def _as_shape(input_shape, name: str = "input_shape") -> tuple[int, ...]:
         raise TypeError(f"{name}: expected a tuple of ints such as (3, 224, 224) (no batch "
                         f"axis), got {type(input_shape).__name__}")
     shape = tuple(input_shape)
-    if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
-                            for s in shape):
+    if shape and all(isinstance(s, numbers.Integral) for s in shape):
+        shape = tuple(int(s) for s in shape)
+    if not shape or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
+                            and s > 0 for s in shape):
         raise ValueError(f"{name}: expected a non-empty tuple of positive ints (no batch "
                          f"axis), got {input_shape!r}")
     return shape
@@ -293,8 +330,19 @@ def _conv_out_hw(layer: nn.Conv2d, hw: tuple[int, int]) -> tuple[int, int]:
     return out[0], out[1]
 
 
+def _by_dtype(W: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> W`` in ``x``'s dtype (float64 master copy, float32 copy made once)."""
+    copies = {W.dtype: W}
+
+    def get(x):
+        if x.dtype not in copies:
+            copies[x.dtype] = W.to(x.dtype)
+        return copies[x.dtype]
+    return get
+
+
 # --------------------------------------------------------------------------- linear layers
-def linear_norm(layer: nn.Linear, *, method: str = "auto", tol: float = 1e-10,
+def linear_norm(layer: nn.Linear, *, method: str = "auto", tol: float = 1e-7,
                 max_iter: int = 3000) -> float:
     """Exact largest singular value of ``layer.weight`` (the bias does not count).
 
@@ -303,7 +351,7 @@ def linear_norm(layer: nn.Linear, *, method: str = "auto", tol: float = 1e-10,
             ``W^T W`` in float64 (machine precision for the top singular value);
             ``"lanczos"``: :func:`top_singular_value` on ``x -> W x`` (matrix-vector
             products only; fast for large weights); ``"auto"``: dense when the smaller
-            side is at most 1024, else Lanczos.
+            side is at most 512, else Lanczos.
         tol, max_iter: for Lanczos; see :func:`top_singular_value`.
     """
     if not isinstance(layer, nn.Linear):
@@ -313,12 +361,14 @@ def linear_norm(layer: nn.Linear, *, method: str = "auto", tol: float = 1e-10,
         raise ValueError(f"method: expected 'auto', 'dense' or 'lanczos', got {method!r}")
     W = layer.weight.detach().to(_DTYPE)  # (out, in)
     if method == "auto":
-        method = "dense" if min(W.shape) <= 1024 else "lanczos"
+        method = "dense" if min(W.shape) <= 512 else "lanczos"
     if method == "dense":
         G = W @ W.T if W.shape[0] <= W.shape[1] else W.T @ W
         return math.sqrt(max(float(torch.linalg.eigvalsh(G)[-1]), 0.0))
-    return top_singular_value(lambda x: W @ x, lambda y: W.T @ y, (W.shape[1],), tol=tol,
-                              max_iter=max_iter, device=W.device).norm
+    Ws = _by_dtype(W)
+    return top_singular_value(lambda x: Ws(x) @ x, lambda y: Ws(y).T @ y, (W.shape[1],),
+                              tol=tol, max_iter=max_iter, warm_start=True,
+                              device=W.device).norm
 
 
 # --------------------------------------------------------------------------- convolutions
@@ -406,14 +456,14 @@ def conv_circular_norm(layer_or_weight, input_hw) -> float:
 
 def _conv_operators(layer, in_shape):
     """(forward, adjoint or None, batched input shape) of the layer's linear part."""
-    W = layer.weight.detach().to(_DTYPE)
+    Ws = _by_dtype(layer.weight.detach().to(_DTYPE))
     x_shape = (1, *in_shape)
     zero_pad = (layer.padding_mode == "zeros" and not isinstance(layer.padding, str)
                 and isinstance(layer, nn.Conv2d))
     if not zero_pad:
         # Any other padding mode or a string padding: the layer's own conv code path
         # (bias None) and an autograd adjoint.
-        return (lambda x: layer._conv_forward(x, W, None)), None, x_shape
+        return (lambda x: layer._conv_forward(x, Ws(x), None)), None, x_shape
     stride, pad, dil, groups = layer.stride, layer.padding, layer.dilation, layer.groups
     out_hw = _conv_out_hw(layer, in_shape[1:])
     # conv_transpose2d maps the output back to (o-1)s - 2p + d(k-1) + 1 pixels; the rows
@@ -422,15 +472,15 @@ def _conv_operators(layer, in_shape):
                     zip(in_shape[1:], out_hw, stride, pad, dil, layer.kernel_size))
 
     def forward(x):   # (1, c_in, H, W) -> (1, c_out, H', W')
-        return F.conv2d(x, W, None, stride, pad, dil, groups)
+        return F.conv2d(x, Ws(x), None, stride, pad, dil, groups)
 
     def adjoint(y):   # (1, c_out, H', W') -> (1, c_in, H, W)
-        return F.conv_transpose2d(y, W, None, stride, pad, out_pad, groups, dil)
+        return F.conv_transpose2d(y, Ws(y), None, stride, pad, out_pad, groups, dil)
 
     return forward, adjoint, x_shape
 
 
-def conv_norm(layer: nn.Conv2d, input_shape, *, method: str = "lanczos", tol: float = 1e-9,
+def conv_norm(layer: nn.Conv2d, input_shape, *, method: str = "lanczos", tol: float = 1e-7,
               max_iter: int = 3000, seed: int = 0) -> float:
     """Exact operator norm of a Conv2d's linear part on inputs of shape (C, H, W).
 
@@ -450,7 +500,8 @@ def conv_norm(layer: nn.Conv2d, input_shape, *, method: str = "lanczos", tol: fl
         method, tol, max_iter, seed: see :func:`top_singular_value`.
     """
     if not isinstance(layer, (nn.Conv2d, nn.Conv1d)):
-        raise TypeError(f"conv_norm: expected an nn.Conv2d, got {type(layer).__name__}")
+        raise TypeError(f"conv_norm: expected an nn.Conv2d or nn.Conv1d, got "
+                        f"{type(layer).__name__}")
     shape = _as_shape(input_shape)
     if isinstance(layer, nn.Conv2d):
         _check_conv_input(layer, shape)
@@ -465,7 +516,8 @@ def conv_norm(layer: nn.Conv2d, input_shape, *, method: str = "lanczos", tol: fl
                          f"{shape}")
     forward, adjoint, x_shape = _conv_operators(layer, shape)
     return top_singular_value(forward, adjoint, x_shape, method=method, tol=tol,
-                              max_iter=max_iter, seed=seed, device=layer.weight.device).norm
+                              max_iter=max_iter, seed=seed, warm_start=True,
+                              device=layer.weight.device).norm
 
 
 def reshaped_kernel_norm(layer: nn.Conv2d) -> float:
@@ -517,10 +569,12 @@ def _check_spatial(m, shape, ndim: int = 3):
 
 def _pool_out_hw(m, hw):
     with torch.no_grad():
-        return tuple(m(torch.zeros(1, 1, *hw)).shape[-2:])
+        out = m(torch.zeros(1, 1, *hw))
+    out = out[0] if isinstance(out, tuple) else out   # return_indices=True
+    return tuple(out.shape[-2:])
 
 
-def _avgpool_norm(m, shape, tol=1e-12, max_iter=3000, **_):
+def _avgpool_norm(m, shape, tol=1e-10, max_iter=3000, **_):
     """Average pooling is linear and acts on each channel alike: one channel's norm."""
     _check_spatial(m, shape)
     est = top_singular_value(lambda x: m(x), None, (1, 1, *shape[1:]), tol=tol,
@@ -541,11 +595,12 @@ def _max_cover(n: int, windows) -> int:
 def _maxpool_norm(m, shape, **_):
     """Max-pooling's L2 Lipschitz constant is sqrt(largest number of windows sharing a pixel).
 
-    Its Jacobian (where defined) copies one input per window, so ||J||_2^2 is the largest
-    number of windows that select the same pixel; a single bright pixel is selected by
-    every window that covers it, so the bound is attained. Non-overlapping pooling gives 1
-    (a contraction, as Szegedy et al. 2014, section 4.3, state); AlexNet's 3x3 stride-2
-    pooling shares interior pixels between 2 x 2 windows, giving 2.
+    Its Jacobian (where defined) copies one input per window, so J^T J is diagonal with
+    the number of windows that select each pixel, and ||J||_2^2 is the largest such count;
+    a single bright pixel is selected by every window that covers it, so the bound is
+    attained. Szegedy et al. (2014, section 4.3) call max-pooling contractive, which holds
+    only without overlap (constant 1): AlexNet's 3x3 stride-2 pooling lets 2 x 2 windows
+    share an interior pixel, giving 2.
     """
     _check_spatial(m, shape)
     out = _pool_out_hw(m, shape[1:])
@@ -808,6 +863,9 @@ def layer_table(model: nn.Module, input_shape, *, strict: bool = True,
                 raise ValueError(f"layer_table: expected an input shape the model accepts, "
                                  f"got {shape} (without the batch axis); the forward pass "
                                  f"failed with: {err}") from err
+        for h in handles:   # before computing norms: the pooling norms call the modules
+            h.remove()
+        handles = []
         if strict:
             _check_chain(records, x, y)
         cache: dict[tuple, tuple[float, str]] = {}
@@ -851,10 +909,11 @@ def _check_chain(records, x, y) -> None:
                 f"then no bound. Wrap the op in a module, or pass strict=False if it is "
                 f"1-Lipschitz")
         prev, prev_name = r["out"], f"'{r['name']}'"
-    if records and isinstance(y, torch.Tensor) and _storage(y) != _storage(prev):
-        raise ValueError(f"layer_table: expected the model output to be the output of the "
-                         f"last leaf {prev_name}, got a tensor made after it by a functional "
-                         f"op; pass strict=False if that op is 1-Lipschitz")
+    if not isinstance(y, torch.Tensor) or _storage(y) != _storage(prev):
+        raise ValueError(f"layer_table: expected the model output to be the output of "
+                         f"{'the last leaf ' if records else ''}{prev_name}, got a tensor made "
+                         f"after it by a functional op; pass strict=False if that op is "
+                         f"1-Lipschitz")
 
 
 def group_rows(rows: Sequence[LayerRow]) -> list[LayerRow]:
