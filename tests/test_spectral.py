@@ -57,6 +57,7 @@ CONV_CASES = [
     (3, 3, 5, 3, 1, 1, 1, (8, 6)),
     (2, 3, 3, 1, 2, 2, 1, (6, 8)),
     (4, 6, 3, 2, 1, 1, 2, (7, 5)),
+    (3, 2, 3, 2, 1, 2, 1, (9, 8)),
 ]
 
 
@@ -67,6 +68,12 @@ def test_conv_norm_matches_dense_matrix(c_in, c_out, k, s, p, d, g, hw):
     shape = (c_in, *hw)
     want = dense_norm(layer, shape)
     assert conv_norm(layer, shape) == pytest.approx(want, rel=RTOL)
+
+
+def test_conv1d_norm_matches_dense_matrix():
+    seeded(16)
+    layer = nn.Conv1d(2, 3, 3, stride=2, padding=1)
+    assert conv_norm(layer, (2, 9)) == pytest.approx(dense_norm(layer, (2, 9)), rel=RTOL)
 
 
 def test_conv_norm_power_method_agrees():
@@ -201,6 +208,10 @@ def test_non_overlapping_avgpool_is_one_over_k():
 def test_maxpool_lipschitz_is_attained_and_holds(pool, hw, want):
     norm = operator_norm(pool, (1, *hw))
     assert norm == pytest.approx(want)
+    if isinstance(pool, nn.MaxPool2d):
+        with_indices = nn.MaxPool2d(pool.kernel_size, pool.stride, pool.padding,
+                                    return_indices=True)
+        assert operator_norm(with_indices, (1, *hw)) == norm
     # attained: one bright pixel where the most windows overlap (interior centre pixel)
     best = 0.0
     for i in range(hw[0]):
