@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain bars: the notebook widget needs ipywidgets, and bars are off there anyway
 
 __all__ = ["bar"]
 
