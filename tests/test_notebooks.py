@@ -1,0 +1,56 @@
+"""Every notebook of the book runs at smoke scale, end to end, through the real runner.
+
+One subprocess per notebook (``python -m stir_lib.run execute --scale smoke <name>``), with
+the build and results folders in a temporary directory and the session's temporary model
+cache. Chapters must also leave a results file with at least one well-formed claim.
+Deselect with ``-m "not smoke"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stir_lib.results import VERDICTS
+from stir_lib.run import SUMMARY_PAGES, toc_notebooks
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = toc_notebooks(ROOT)
+
+
+@pytest.fixture(scope="module")
+def book_out(tmp_path_factory):
+    """Build and results folders shared by the module, so the summary pages see chapters."""
+    out = tmp_path_factory.mktemp("book")
+    return out / "build", out / "results"
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_at_smoke_scale(name, book_out):
+    build, results = book_out
+    env = {**os.environ, "STIR_ROOT": str(ROOT), "STIR_BUILD": str(build),
+           "STIR_RESULTS": str(results), "STIR_PROGRESS": "0"}
+    assert env.get("STIR_CACHE"), "conftest should point STIR_CACHE at a temporary folder"
+    proc = subprocess.run([sys.executable, "-m", "stir_lib.run", "execute", "--scale", "smoke",
+                           name], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=1500)
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert (build / "executed" / "notebooks" / f"{name}.ipynb").exists()
+    timings = json.loads((build / "executed" / "timings.json").read_text())
+    assert timings[name]["scale"] == "smoke"
+    if name in SUMMARY_PAGES:
+        return
+    saved = results / f"{name}.json"
+    assert saved.exists(), f"{name} saved no results in {results}"
+    data = json.loads(saved.read_text())
+    assert data["chapter"] == name and data["scale"] == "smoke"
+    assert data["claims"], f"{name} saved no claims"
+    for claim in data["claims"]:
+        assert claim["verdict"] in VERDICTS, claim
+        assert claim["claim"] and claim["reason"], claim

@@ -1,0 +1,112 @@
+"""Tests for stir_lib.results: claims are validated, scorecards round-trip, scales resolve."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stir_lib.results import VERDICTS, Claim, Scorecard, choose_scale, load_all, results_dir
+
+ROW = dict(claim="S2", quantity="mean RMS distortion, FC10(1e-4)", paper="0.062",
+           ours="0.058", verdict="reproduced", reason="within 10% of the paper",
+           source="Table 1")
+
+PRESETS = {"smoke": {"n": 10, "epochs": 1, "name": "fc10"},
+           "ci": {"n": 300, "epochs": 20, "name": "fc10"},
+           "paper": {"n": 10000, "epochs": 60, "name": "fc10"}}
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    folder = tmp_path / "results"
+    monkeypatch.setenv("STIR_RESULTS", str(folder))
+    return folder
+
+
+def test_claim_accepts_every_verdict():
+    for v in VERDICTS:
+        assert Claim(**{**ROW, "verdict": v}).verdict == v
+    assert VERDICTS == ("reproduced", "partly", "not reproduced")
+
+
+@pytest.mark.parametrize("verdict", ["Reproduced", "yes", "", "partially"])
+def test_claim_rejects_unknown_verdict(verdict):
+    with pytest.raises(ValueError, match="verdict: expected one of") as err:
+        Claim(**{**ROW, "verdict": verdict})
+    assert all(repr(v) in str(err.value) for v in VERDICTS)
+
+
+@pytest.mark.parametrize("field", ["reason", "claim"])
+def test_claim_rejects_empty_reason_or_id(field):
+    with pytest.raises(ValueError, match="needs an id and a one-line reason"):
+        Claim(**{**ROW, field: ""})
+
+
+def test_scorecard_save_and_load(results):
+    assert results_dir() == results
+    card = Scorecard("blind_spots", "smoke")
+    card.add(**ROW)
+    card.add(**{**ROW, "claim": "S3", "verdict": "partly", "reason": "half the models"})
+    card.numbers["accuracy"] = np.float32(0.975)  # numpy scalars are saved as numbers
+    card.numbers["n"] = 20
+    path = card.save()
+    assert path == results / "blind_spots.json" and not list(results.glob("*.tmp"))
+    Scorecard("another", "ci", numbers={"x": 1.5}).save()
+
+    loaded = load_all()
+    assert [d["chapter"] for d in loaded] == ["another", "blind_spots"]  # sorted by chapter
+    bs = loaded[1]
+    assert bs["scale"] == "smoke" and bs["saved"]
+    assert [c["claim"] for c in bs["claims"]] == ["S2", "S3"]
+    assert bs["claims"][0] == ROW
+    assert bs["numbers"]["accuracy"] == pytest.approx(0.975) and bs["numbers"]["n"] == 20
+    assert json.loads(path.read_text()) == bs
+    assert load_all(results) == loaded
+
+
+def test_scorecard_add_replaces_same_claim_and_quantity(results):
+    card = Scorecard("ch", "ci")
+    card.add(**ROW)
+    card.add(**{**ROW, "quantity": "other"})
+    card.add(**{**ROW, "ours": "0.070", "verdict": "partly", "reason": "re-run"})
+    assert [(c.quantity, c.ours) for c in card.claims] == [("other", "0.058"),
+                                                          (ROW["quantity"], "0.070")]
+    with pytest.raises(ValueError):
+        card.add(**{**ROW, "verdict": "maybe"})
+    assert len(card.claims) == 2  # a rejected claim leaves the card unchanged
+
+
+def test_save_overwrites(results):
+    Scorecard("ch", "smoke", numbers={"v": 1}).save()
+    Scorecard("ch", "ci", numbers={"v": 2}).save()
+    (only,) = load_all()
+    assert only["scale"] == "ci" and only["numbers"] == {"v": 2}
+
+
+def test_load_all_empty_folder(tmp_path):
+    assert load_all(tmp_path) == []
+
+
+def test_choose_scale_preset_and_overrides():
+    assert choose_scale("ci", PRESETS) == PRESETS["ci"]
+    got = choose_scale("smoke", PRESETS, n=50, epochs=None)
+    assert got == {"n": 50, "epochs": 1, "name": "fc10"}  # None keeps the preset
+    assert PRESETS["smoke"]["n"] == 10  # the presets themselves are not modified
+    assert choose_scale("paper", PRESETS, name="fc100-100-10")["name"] == "fc100-100-10"
+    assert choose_scale("ci", PRESETS, n=0)["n"] == 0  # falsy but not None: applied
+
+
+def test_choose_scale_rejects_unknown_scale():
+    with pytest.raises(ValueError, match="scale: expected one of") as err:
+        choose_scale("huge", PRESETS)
+    assert "'smoke'" in str(err.value) and "'huge'" in str(err.value)
+
+
+def test_choose_scale_rejects_unknown_override():
+    with pytest.raises(ValueError, match="override 'n_atack'") as err:
+        choose_scale("ci", PRESETS, n_atack=5)
+    assert "['epochs', 'n', 'name']" in str(err.value)
+    with pytest.raises(ValueError, match="override"):
+        choose_scale("ci", PRESETS, n_atack=None)  # a typo is an error even when unset

@@ -1,0 +1,273 @@
+"""Tests for stir_lib.run on a throw-away book: _toc.yml order, -p parsing, failures that
+name the notebook and the cell, and what a good run leaves behind.
+
+Each papermill run starts a kernel (a few seconds), so the failing and the passing book
+are executed once per module and shared by the tests that inspect them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from stir_lib import run
+from stir_lib.run import main, parse_overrides, toc_notebooks
+
+HEADER = """\
+---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+"""
+
+BAD = HEADER + """
+# A notebook that fails
+
+```{code-cell} ipython3
+:tags: [parameters]
+
+scale = "ci"  # the scale
+```
+
+Some prose between the cells, so that cell positions and code-cell numbers differ.
+
++++
+
+More prose.
+
+```{code-cell} ipython3
+raise RuntimeError("boom in the second code cell")
+```
+
+```{code-cell} ipython3
+never_reached = True
+```
+"""
+
+GOOD = HEADER + """
+# A notebook that works
+
+```{code-cell} ipython3
+:tags: [parameters]
+
+scale = "ci"  # the scale
+n = 1         # an overridable number
+```
+
+```{code-cell} ipython3
+import os
+from pathlib import Path
+
+out = Path(os.environ["STIR_RESULTS"])
+out.mkdir(parents=True, exist_ok=True)
+(out / "good.txt").write_text(f"{scale} {n} {os.environ['STIR_BUILD']}")
+```
+"""
+
+SCORECARD = HEADER + """
+# Summary page
+
+```{code-cell} ipython3
+:tags: [parameters]
+
+scale = "ci"  # the scale
+```
+
+```{code-cell} ipython3
+import os
+from pathlib import Path
+
+# summary pages get the scale but not the chapters' overrides
+(Path(os.environ["STIR_RESULTS"]) / "scorecard.txt").write_text(f"{scale} {'n' in globals()}")
+```
+"""
+
+TOC = """\
+format: jb-book
+root: book/intro
+parts:
+  - caption: Part one
+    chapters:
+      - file: notebooks/good
+      - file: notebooks/bad
+        sections:
+          - file: notebooks/sub.md
+  - caption: Part two
+    chapters:
+      - file: notebooks/scorecard
+      - file: book/references
+"""
+
+
+def make_book(root: Path) -> Path:
+    (root / "notebooks").mkdir(parents=True)
+    (root / "_toc.yml").write_text(TOC)
+    (root / "notebooks" / "bad.md").write_text(BAD)
+    (root / "notebooks" / "good.md").write_text(GOOD)
+    (root / "notebooks" / "scorecard.md").write_text(SCORECARD)
+    return root
+
+
+def point_at(mp, root: Path, build: Path, results: Path) -> None:
+    mp.setenv("STIR_ROOT", str(root))
+    mp.setenv("STIR_BUILD", str(build))
+    mp.setenv("STIR_RESULTS", str(results))
+    mp.setenv("MPLBACKEND", "Agg")  # execute() clears it for the kernel, then restores it
+
+
+# ----------------------------------------------------------------------------- no kernel
+def test_toc_notebooks_in_order(tmp_path):
+    make_book(tmp_path)
+    assert toc_notebooks(tmp_path) == ["good", "bad", "sub", "scorecard"]
+
+
+def test_toc_of_the_real_book_lists_existing_notebooks():
+    root = Path(__file__).resolve().parents[1]
+    names = toc_notebooks(root)
+    assert names and names[-2:] == ["scorecard", "reproducibility"]
+    assert all((root / "notebooks" / f"{n}.md").exists() for n in names)
+
+
+def test_parse_overrides_types():
+    got = parse_overrides(["n=10", "name=fc10", "x=[1,2]", "eps=0.5", "flag=True",
+                           "none=None", "expr=a=b", "empty="])
+    assert got == {"n": 10, "name": "fc10", "x": [1, 2], "eps": 0.5, "flag": True,
+                   "none": None, "expr": "a=b", "empty": ""}
+    assert type(got["n"]) is int and type(got["eps"]) is float
+    assert parse_overrides([]) == {}
+
+
+def test_parse_overrides_bad_pair():
+    with pytest.raises(SystemExit, match="key=value, got 'n10'"):
+        parse_overrides(["n=1", "n10"])
+
+
+def test_unknown_notebook_lists_names(tmp_path, monkeypatch):
+    make_book(tmp_path)
+    point_at(monkeypatch, tmp_path, tmp_path / "_b", tmp_path / "_r")
+    with pytest.raises(SystemExit, match="unknown notebook") as err:
+        main(["execute", "--scale", "smoke", "nope"])
+    assert "'nope'" in str(err.value) and "'good'" in str(err.value)
+    assert not (tmp_path / "_b" / "executed").exists()
+
+
+def test_summary_pages_run_last_and_params_parse(tmp_path, monkeypatch):
+    make_book(tmp_path)
+    point_at(monkeypatch, tmp_path, tmp_path / "_b", tmp_path / "_r")
+    seen = {}
+    monkeypatch.setattr(run, "execute", lambda names, scale, overrides, root, kernel:
+                        seen.update(names=names, scale=scale, overrides=overrides, root=root))
+    main(["execute", "scorecard", "--scale", "smoke", "bad", "-p", "n=3", "good"])
+    assert seen == {"names": ["good", "bad", "scorecard"], "scale": "smoke",
+                    "overrides": {"n": 3}, "root": tmp_path.resolve()}
+    main(["execute"])
+    assert seen["names"] == ["good", "bad", "sub", "scorecard"] and seen["scale"] == "ci"
+    main(["execute", "good"])  # a summary page runs whatever was selected
+    assert seen["names"] == ["good", "scorecard"]
+
+
+def test_build_dir_and_repo_root_honour_env(tmp_path, monkeypatch):
+    make_book(tmp_path)
+    monkeypatch.setenv("STIR_ROOT", str(tmp_path))
+    monkeypatch.delenv("STIR_BUILD", raising=False)
+    assert run.repo_root() == tmp_path.resolve()
+    assert run.build_dir(tmp_path) == tmp_path / "_build"
+    monkeypatch.setenv("STIR_BUILD", str(tmp_path / "elsewhere"))
+    assert run.build_dir(tmp_path) == (tmp_path / "elsewhere").resolve()
+
+
+# ----------------------------------------------------------------------------- with a kernel
+@pytest.fixture(scope="module")
+def failed_run(tmp_path_factory):
+    root = make_book(tmp_path_factory.mktemp("book_bad"))
+    build = root / "_out"
+    with pytest.MonkeyPatch.context() as mp:
+        point_at(mp, root, build, root / "_results")
+        with pytest.raises(SystemExit) as err:
+            main(["execute", "--scale", "smoke", "bad"])
+    return str(err.value), build / "executed" / "notebooks"
+
+
+def test_failing_notebook_names_notebook_and_cell(failed_run):
+    msg, out = failed_run
+    assert "notebook bad FAILED" in msg
+    assert "RuntimeError: boom in the second code cell" in msg
+    assert not (out / "bad.ipynb").exists()  # no executed copy that looks finished
+    failed = out / "bad.failed.ipynb"
+    assert failed.exists() and str(failed) in msg
+    nb = nbformat.read(failed, as_version=4)
+    (bad,) = [c for c in nb.cells if c.cell_type == "code"
+              and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert "boom" in bad.source
+    m = re.search(r"at cell (\d+)", msg)
+    assert m and int(m.group(1)) == bad.execution_count  # the In [n] the reader sees
+
+
+def test_failing_notebook_code_cell_number_counts_code_cells(failed_run):
+    """"code cell #k" must locate the failing cell among the code cells (in the source or
+    in the executed copy, counted from 0 or 1), not be its position among all cells."""
+    msg, out = failed_run
+    nb = nbformat.read(out / "bad.failed.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    pos = next(i for i, c in enumerate(code) if "boom" in c.source)
+    src_pos = pos - 1  # the source has no injected-parameters cell before it
+    m = re.search(r"code cell #(\d+)", msg)
+    assert m, msg
+    assert int(m.group(1)) in {pos, pos + 1, src_pos, src_pos + 1}, msg
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+    root = make_book(tmp_path_factory.mktemp("book_good"))
+    build, results = root / "_out", root / "_results"
+    with pytest.MonkeyPatch.context() as mp:
+        point_at(mp, root, build, results)
+        main(["execute", "--scale", "smoke", "good", "-p", "n=7"])
+        env_after = {"MPLBACKEND": run.os.environ.get("MPLBACKEND")}
+    return root, build, results, env_after
+
+
+def test_good_notebook_executes_with_parameters(good_run):
+    root, build, results, _ = good_run
+    # the kernel saw the injected scale and override, and the runner's folders
+    assert (results / "good.txt").read_text() == f"smoke 7 {build.resolve()}"
+    assert not (root / "_build").exists()  # STIR_BUILD was honoured
+    assert (results / "scorecard.txt").read_text() == "smoke False"
+
+
+def test_good_notebook_injected_cell_is_hidden(good_run):
+    _, build, _, _ = good_run
+    out = build / "executed" / "notebooks"
+    assert (out / "good.ipynb").exists() and not (out / "good.failed.ipynb").exists()
+    assert not list(out.glob(".*.input.ipynb"))  # the temporary input is gone
+    nb = nbformat.read(out / "good.ipynb", as_version=4)
+    tags = [c.metadata.get("tags", []) for c in nb.cells]
+    injected = [t for t in tags if "injected-parameters" in t]
+    assert len(injected) == 1 and "remove-cell" in injected[0]
+    assert any("parameters" in t and "remove-cell" not in t for t in tags)
+    assert "scale = \"smoke\"" in next(c.source for c in nb.cells
+                                        if "injected-parameters" in c.metadata.get("tags", []))
+
+
+def test_good_notebook_timings(good_run):
+    _, build, _, _ = good_run
+    timings = json.loads((build / "executed" / "timings.json").read_text())
+    assert set(timings) == {"good", "scorecard"}
+    entry = timings["good"]
+    assert entry["scale"] == "smoke" and entry["parameters"] == {"n": 7}
+    assert 0 < entry["seconds"] < 600 and entry["finished"]
+
+
+def test_environment_restored_after_execute(good_run):
+    *_, env_after = good_run
+    assert env_after["MPLBACKEND"] == "Agg"  # popped for the kernel, put back afterwards
