@@ -278,10 +278,19 @@ def subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int = 0, strat
     if not stratified:
         idx = torch.randperm(len(x), generator=g)[:n]
     else:
-        classes = torch.unique(y)
-        per = [torch.nonzero(y == c).flatten() for c in classes]
-        per = [p[torch.randperm(len(p), generator=g)] for p in per]
-        take = [p[: max(1, round(n * len(p) / len(y)))] for p in per]
-        idx = torch.cat(take)[:n]
+        # largest-remainder allocation: class c gets floor(n p_c) plus one of the
+        # leftover slots if its remainder is among the largest; exactly n in all
+        classes, counts = torch.unique(y, return_counts=True)
+        share = n * counts.double() / len(y)
+        take = share.floor().long()
+        leftover = n - int(take.sum())
+        take[torch.argsort(share - take, descending=True)[:leftover]] += 1
+        idx = torch.cat([_pick(torch.nonzero(y == c).flatten(), int(t), g)
+                         for c, t in zip(classes, take)])
         idx = idx[torch.randperm(len(idx), generator=g)]
     return x[idx], y[idx]
+
+
+def _pick(pool: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
+    """k random members of an index pool."""
+    return pool[torch.randperm(len(pool), generator=g)[:k]]

@@ -100,6 +100,20 @@ def _tag_injected_cell(nb_path: Path) -> None:
     nbformat.write(nb, nb_path)
 
 
+def _failing_cell_line(nb_path: Path) -> str:
+    """First non-empty source line of the cell whose output holds the error."""
+    import nbformat
+
+    try:
+        cells = nbformat.read(nb_path, as_version=4).cells
+    except (OSError, ValueError):
+        return "?"
+    for cell in cells:
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            return next((ln for ln in cell.source.splitlines() if ln.strip()), "")[:80]
+    return "?"
+
+
 def execute(names: list[str], scale: str, overrides: dict, root: Path, kernel: str) -> None:
     """Execute notebooks in order; raise SystemExit naming the first failure."""
     import jupytext
@@ -133,9 +147,10 @@ def execute(names: list[str], scale: str, overrides: dict, root: Path, kernel: s
                                     kernel_name=kernel, cwd=str(root / "notebooks"),
                                     progress_bar=False, log_output=False)
             except pm.PapermillExecutionError as err:
+                first_line = _failing_cell_line(failed)
                 raise SystemExit(
-                    f"[run] notebook {name} FAILED at cell {err.exec_count} "
-                    f"(code cell #{err.cell_index}): {err.ename}: {err.evalue}\n"
+                    f"[run] notebook {name} FAILED at cell In [{err.exec_count}] "
+                    f"(starting {first_line!r}): {err.ename}: {err.evalue}\n"
                     f"        partial output kept in {failed}") from None
             finally:
                 tmp_in.unlink(missing_ok=True)

@@ -61,18 +61,23 @@ def data_fingerprint(*tensors: torch.Tensor) -> str:
     return h.hexdigest()[:16]
 
 
-def _weight_penalty(model: nn.Module, weight_decay) -> torch.Tensor | float:
-    weights = [p for p in model.parameters() if p.ndim >= 2 and p.requires_grad]
+def _weight_penalty(model: nn.Module, weight_decay, trained: nn.Module | None = None):
+    """Sum of lambda * ||W||_F^2 over the weight matrices/kernels (parameters with ndim >= 2).
+
+    A tuple ``weight_decay`` gives one lambda per weight of the whole ``model``, in
+    parameter order; only the weights inside ``trained`` (default: all) are penalised.
+    """
+    weights = [p for p in model.parameters() if p.ndim >= 2]
     if isinstance(weight_decay, (int, float)):
         lambdas = [float(weight_decay)] * len(weights)
     else:
         lambdas = [float(v) for v in weight_decay]
         if len(lambdas) != len(weights):
-            raise ValueError(f"weight_decay: expected one lambda per weight matrix "
+            raise ValueError(f"weight_decay: expected one lambda per weight matrix of the model "
                              f"({len(weights)}), got {len(lambdas)}")
-    if not any(lambdas):
-        return 0.0
-    return sum(lam * w.pow(2).sum() for lam, w in zip(lambdas, weights) if lam)
+    keep = {id(p) for p in (trained or model).parameters()}
+    terms = [lam * w.pow(2).sum() for lam, w in zip(lambdas, weights) if lam and id(w) in keep]
+    return sum(terms) if terms else 0.0
 
 
 def _adv_loss(model, xb, yb, cfg: TrainConfig, step_seed: int) -> torch.Tensor:
@@ -125,7 +130,7 @@ def _pretrain_autoencoder(model: ImageModel, x: torch.Tensor, cfg: TrainConfig, 
             xb = x[idx]
             recon = decoder(model.embed(xb))
             loss = F.mse_loss(recon, xb.flatten(1), reduction="sum") / len(xb)
-            loss = loss + _weight_penalty(model.body, cfg.weight_decay)
+            loss = loss + _weight_penalty(model, cfg.weight_decay, trained=model.body)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -168,13 +173,13 @@ def train(model: ImageModel, x: torch.Tensor, y: torch.Tensor, config: TrainConf
     if head_only:  # frozen features: BatchNorm statistics must not move either
         model.body.eval()
     losses, step = [], 0
-    penalised = model.head if head_only else model
+    penalised = model.head if head_only else model  # the weights being trained
     for epoch in bar(range(cfg.epochs), desc="epochs", progress=progress):
         total_loss = 0.0
         for idx in torch.randperm(len(x), generator=g).split(cfg.batch_size):
             xb, yb = x[idx], y[idx]
             loss = _adv_loss(model, xb, yb, cfg, step_seed=cfg.seed * 1_000_003 + step)
-            loss = loss + _weight_penalty(penalised, cfg.weight_decay)
+            loss = loss + _weight_penalty(model, cfg.weight_decay, trained=penalised)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
