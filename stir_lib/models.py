@@ -198,8 +198,8 @@ def autoencoder_classifier(code: int = 400, num_classes: int = 10,
 
 
 # --------------------------------------------------------------------------- conv nets
-@register_model("convnet", "small MNIST conv net: two 5x5 conv+ReLU+maxpool blocks (16, 32 channels), FC 128")
-def convnet(channels: Sequence[int] = (16, 32), hidden: int = 128, num_classes: int = 10,
+@register_model("convnet", "small MNIST conv net: two 5x5 conv+ReLU+maxpool blocks (16, 32 channels), FC 256")
+def convnet(channels: Sequence[int] = (16, 32), hidden: int = 256, num_classes: int = 10,
             input_shape: Sequence[int] = MNIST_SHAPE) -> ImageModel:
     """LeNet-like net: conv1 -> pool -> conv2 -> pool -> fc (ReLU) -> head.
 

@@ -64,11 +64,11 @@ class Scorecard:
     claims: list[Claim] = field(default_factory=list)
     numbers: dict = field(default_factory=dict)  # other headline numbers, name -> value
 
-    def add(self, **kwargs) -> Claim:
+    def add(self, **kwargs) -> None:
+        """Add (or replace, for the same claim and quantity) one :class:`Claim`."""
         c = Claim(**kwargs)
         self.claims = [x for x in self.claims if (x.claim, x.quantity) != (c.claim, c.quantity)]
         self.claims.append(c)
-        return c
 
     def save(self) -> Path:
         out = results_dir()
