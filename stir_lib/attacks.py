@@ -149,6 +149,11 @@ class LBFGSResult:
     evaluations: int
 
 
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products of two (B, D) tensors, (B,)."""
+    return torch.linalg.vecdot(a, b, dim=1)
+
+
 def _box_lbfgs(fun, z0, lower, upper, *, max_iter, history, pgtol, ftol):
     """Minimise a sum of independent per-row objectives over a box, all rows at once.
 
@@ -179,40 +184,49 @@ def _box_lbfgs(fun, z0, lower, upper, *, max_iter, history, pgtol, ftol):
         # two-loop recursion with per-row memory
         q, alphas = gf.clone(), []
         for s, y, r in zip(reversed(S), reversed(Y), reversed(rho)):
-            a = r * (s * q).sum(1)
-            q -= a[:, None] * y
+            a = r * _rowdot(s, q)
+            q.addcmul_(y, a[:, None], value=-1.0)
             alphas.append(a)
         if S:
-            sy, yy = (S[-1] * Y[-1]).sum(1), Y[-1].pow(2).sum(1)
+            sy, yy = _rowdot(S[-1], Y[-1]), _rowdot(Y[-1], Y[-1])
             gamma = torch.where(rho[-1] > 0, sy / yy.clamp_min(1e-300),
                                 1.0 / gf.norm(dim=1).clamp_min(1e-12))
         else:  # first step: unit length
             gamma = 1.0 / gf.norm(dim=1).clamp_min(1e-12)
         q *= gamma[:, None]
         for s, y, r, a in zip(S, Y, rho, reversed(alphas)):
-            q += (a - r * (y * q).sum(1))[:, None] * s
+            q.addcmul_(s, (a - r * _rowdot(y, q))[:, None])
         d = (-q).masked_fill(held, 0.0)
-        bad = (d * g).sum(1) >= 0  # not a descent direction: steepest descent instead
+        bad = _rowdot(d, g) >= 0  # not a descent direction: steepest descent instead
         if bad.any():
             d[bad] = -gf[bad] / gf[bad].norm(dim=1, keepdim=True).clamp_min(1e-12)
         # projected Armijo backtracking, all rows together
         t = torch.ones(len(idx), dtype=z.dtype)
         accepted = torch.zeros(len(idx), dtype=torch.bool)
         z_new, f_new, g_new = z.clone(), f.clone(), g.clone()
-        for _ in range(20):
+        for k in range(20):
+            if k == 0:  # every row tries the full step: no gathers
+                trial = torch.maximum(torch.minimum(z + d, hi), lo)
+                ft, gt = fun(trial, idx)
+                evals += 1
+                ok = ft <= f + 1e-4 * _rowdot(g, trial - z)
+                z_new[ok], f_new[ok], g_new[ok] = trial[ok], ft[ok], gt[ok]
+                accepted |= ok
+                t[~ok] *= 0.5
+                continue
             todo = (~accepted).nonzero().flatten()
             if todo.numel() == 0:
                 break
             trial = (z[todo] + t[todo, None] * d[todo]).clamp(lo[todo], hi[todo])
             ft, gt = fun(trial, idx[todo])
             evals += 1
-            ok = ft <= f[todo] + 1e-4 * (g[todo] * (trial - z[todo])).sum(1)
+            ok = ft <= f[todo] + 1e-4 * _rowdot(g[todo], trial - z[todo])
             hit = todo[ok]
             z_new[hit], f_new[hit], g_new[hit] = trial[ok], ft[ok], gt[ok]
             accepted[hit] = True
             t[todo[~ok]] *= 0.5
         s_vec, y_vec = z_new - z, g_new - g
-        sy = (s_vec * y_vec).sum(1)
+        sy = _rowdot(s_vec, y_vec)
         good = sy > 1e-10 * s_vec.norm(dim=1) * y_vec.norm(dim=1)  # keep positive curvature only
         S.append(s_vec)
         Y.append(y_vec)
@@ -245,7 +259,7 @@ def _loss_f(logits: torch.Tensor, target: torch.Tensor, loss: str, kappa: float)
 
 def lbfgs_min_distortion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
                          c_init: float = 1.0, search_steps: int = 8, max_iter: int = 100,
-                         history: int = 10, pgtol: float = 1e-5, ftol: float = 2.2e-9,
+                         history: int = 10, pgtol: float = 1e-5, ftol: float = 1e-6,
                          loss: str = "margin", kappa: float = 0.01,
                          batch_size: int = 1000, progress: bool | None = None) -> LBFGSResult:
     """Szegedy et al.'s minimum-distortion adversarial examples (2014, section 4.1).
@@ -284,7 +298,11 @@ def lbfgs_min_distortion(model: nn.Module, x: torch.Tensor, target: torch.Tensor
         kappa: logit margin of the "margin" loss, so success is strict.
         max_iter: L-BFGS iterations per solve.
         history: L-BFGS memory length.
-        pgtol, ftol: stopping tolerances, as scipy's L-BFGS-B defaults.
+        pgtol, ftol: stopping tolerances: a solve stops when the projected gradient's
+            largest entry is below ``pgtol`` or the objective's relative decrease is below
+            ``ftol``. scipy's L-BFGS-B defaults are pgtol 1e-5 and ftol 2.2e-9 (factr 1e7);
+            ftol 1e-6 halves the time on MNIST with the same median distortion to 4
+            digits (benchmarks/bench_lbfgs.py).
         batch_size: examples optimised together.
         progress: show a progress bar; None shows it only on a terminal.
 
