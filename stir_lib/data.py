@@ -14,6 +14,12 @@ against the same content digests, so every source yields the same tensors
 4. the original IDX files from a public mirror, checked by MD5.
 
 The data folder is ``$STIR_DATA`` if set, else ``~/.cache/stir_lib/data``.
+
+CIFAR-10/100 and image folders are read from folders the user supplies (nothing is
+downloaded): torchvision's ``cifar-10-batches-py`` / ``cifar-100-python`` pickles, read
+by the same numpy-only unpickler and checked against torchvision's MD5s, and the
+``root/<class>/<image>`` layout of torchvision's ``ImageFolder``. :func:`downscale` is
+the resize-down-and-up "granularity" transform.
 """
 
 from __future__ import annotations
@@ -33,10 +39,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .validation import check_choice
+from .progress import bar
+from .validation import check_choice, check_image_batch
 
 __all__ = ["data_root", "mnist", "mnist_halves", "digits", "lfw_faces", "subset",
-           "MNISTUnavailableError"]
+           "MNISTUnavailableError", "cifar10", "cifar100", "cifar_classes", "image_folder",
+           "downscale", "DatasetNotFoundError"]
 
 # Digests of the decoded content: SHA-256 of the uint8 images (N, 28, 28), C order,
 # and of the labels as uint8. Computed once from the original training/test split.
@@ -294,3 +302,337 @@ def subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int = 0, strat
 def _pick(pool: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
     """k random members of an index pool."""
     return pool[torch.randperm(len(pool), generator=g)[:k]]
+
+
+# ------------------------------------------------------------------ CIFAR-10 / CIFAR-100
+class DatasetNotFoundError(FileNotFoundError):
+    """A data set's folder or file is not where it was expected; the message says how to get it."""
+
+
+# name -> layout of torchvision's on-disk copy; labels: which -> (batch key, meta key, classes).
+# CIFAR-10 has one label set, called "fine" here so both data sets take the same `label`.
+_CIFAR = {
+    "cifar10": {"title": "CIFAR-10", "folder": "cifar-10-batches-py", "tv": "CIFAR10",
+                "train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",),
+                "meta": "batches.meta", "labels": {"fine": ("labels", "label_names", 10)}},
+    "cifar100": {"title": "CIFAR-100", "folder": "cifar-100-python", "tv": "CIFAR100",
+                 "train": ("train",), "test": ("test",), "meta": "meta",
+                 "labels": {"fine": ("fine_labels", "fine_label_names", 100),
+                            "coarse": ("coarse_labels", "coarse_label_names", 20)}},
+}
+CIFAR_MD5 = {  # file -> MD5, as torchvision lists them (torchvision/datasets/cifar.py)
+    "cifar-10-batches-py/data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "cifar-10-batches-py/data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "cifar-10-batches-py/data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "cifar-10-batches-py/data_batch_4": "634d18415352ddfa80567beed471001a",
+    "cifar-10-batches-py/data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "cifar-10-batches-py/test_batch": "40351d587109b95175f43aff81a1287e",
+    "cifar-10-batches-py/batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+    "cifar-100-python/train": "16019d7e3df5f24257cddd939b257f8d",
+    "cifar-100-python/test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+    "cifar-100-python/meta": "7973b15100ade9c7d40fb424638fde48",
+}
+_MD5_OK: set = set()  # (path, size, mtime) of files already checked in this process
+
+
+def _root(root) -> Path:
+    return Path(root).expanduser() if root is not None else data_root()
+
+
+def _cifar_file(root: Path, spec: dict, fname: str) -> Path:
+    """The path of one CIFAR file, or a DatasetNotFoundError that says how to get it."""
+    folder = root / spec["folder"]
+    how = (f"download {spec['title']} in torchvision's format on a machine with internet "
+           f"(torchvision.datasets.{spec['tv']}(root, download=True) writes "
+           f"root/{spec['folder']}) and copy the {spec['folder']} folder into {root} "
+           f"(the data folder: $STIR_DATA, or pass root=...)")
+    if not folder.is_dir():
+        raise DatasetNotFoundError(f"{spec['title']}: expected the folder {folder}, found no "
+                                   f"such folder; {how}")
+    path = folder / fname
+    if not path.is_file():
+        held = sorted(p.name for p in folder.iterdir())
+        raise DatasetNotFoundError(f"{spec['title']}: expected the file {path}, found no such "
+                                   f"file ({folder} holds {held[:8]}); {how}")
+    return path
+
+
+def _check_md5(path: Path, want: str) -> None:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _MD5_OK:
+        return
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if h.hexdigest() != want:
+        raise ValueError(f"{path}: expected torchvision's MD5 {want} (the original file), got "
+                         f"{h.hexdigest()}; download it again, or pass verify=False to read a "
+                         f"modified copy")
+    _MD5_OK.add(key)
+
+
+def _load_cifar_pickle(path: Path) -> dict:
+    """A CIFAR pickle (Python 2, protocol 2) as a dict with str keys; numpy arrays only."""
+    try:
+        with open(path, "rb") as f:
+            obj = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+    except Exception as err:  # noqa: BLE001 - refused, truncated or not a pickle: say which file
+        raise ValueError(f"{path}: expected an original CIFAR pickle (dicts, lists, bytes and "
+                         f"numpy arrays only), could not read it ({type(err).__name__}: {err}); "
+                         f"replace it with the file from the CIFAR archive") from err
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
+    # the files were written by Python 2, so encoding="bytes" gives bytes keys
+    return {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def _cifar_batch(entry: dict, path: Path, key: str, num_classes: int):
+    """Check one batch dict; return images uint8 (N, 3, 32, 32) and labels int64 (N,)."""
+    if "data" not in entry or key not in entry:
+        raise ValueError(f"{path}: expected a dict with keys b'data' and b'{key}', found keys "
+                         f"{sorted(map(str, entry))}; is it a file of the other CIFAR?")
+    data = entry["data"]
+    if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
+            or data.shape[0] < 1 or data.shape[1] != 3 * 32 * 32):
+        got = (f"a {data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
+               else f"a {type(data).__name__}")
+        raise ValueError(f"{path}: expected b'data' to be a uint8 array of shape (N, 3072) "
+                         f"(N >= 1 rows of 32x32 red, green and blue planes), got {got}")
+    labels = np.asarray(entry[key])
+    if (labels.ndim != 1 or len(labels) != len(data)
+            or not np.issubdtype(labels.dtype, np.integer)):
+        raise ValueError(f"{path}: expected b'{key}' to hold {len(data)} integer labels (one per "
+                         f"row of b'data'), got {labels.dtype} of shape {labels.shape}")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"{path}: expected b'{key}' in [0, {num_classes}), got range "
+                         f"[{labels.min()}, {labels.max()}]")
+    # a row is the red plane, then green, then blue, each row-major: (3, 32, 32) = (c, h, w)
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def _cifar(name: str, split: str, root, label: str, verify: bool):
+    spec = _CIFAR[name]
+    check_choice(split, "split", ("train", "test"))
+    check_choice(label, "label", tuple(spec["labels"]))
+    root = _root(root)
+    key, _, num_classes = spec["labels"][label]
+    xs, ys = [], []
+    for fname in spec[split]:  # the training batches in order 1..5
+        path = _cifar_file(root, spec, fname)
+        if verify:
+            _check_md5(path, CIFAR_MD5[f"{spec['folder']}/{fname}"])
+        x, y = _cifar_batch(_load_cifar_pickle(path), path, key, num_classes)
+        xs.append(x)
+        ys.append(y)
+    images = torch.from_numpy(np.concatenate(xs)).float().div_(255.0)  # (N, 3, 32, 32)
+    return images, torch.from_numpy(np.concatenate(ys))
+
+
+def cifar10(split: str = "train", root: str | os.PathLike | None = None, *, verify: bool = True):
+    """CIFAR-10 (Krizhevsky 2009) from torchvision's folder, as (images, labels).
+
+    Reads ``<root>/cifar-10-batches-py/{data_batch_1..5, test_batch}``, the Python
+    pickles of the original archive, with an unpickler that builds numpy arrays and
+    nothing else. Nothing is downloaded; class names come from :func:`cifar_classes`.
+
+    Args:
+        split: "train" (the five batches in order, 50,000 images) or "test" (10,000).
+        root: data folder holding ``cifar-10-batches-py``; default :func:`data_root`.
+        verify: check each file against torchvision's MD5 (once per process and file).
+
+    Returns:
+        images: float32 tensor (N, 3, 32, 32), RGB, pixel = byte / 255, in [0, 1].
+        labels: int64 tensor (N,), in [0, 10).
+
+    Raises:
+        DatasetNotFoundError: the folder or a file is missing (the message says how to get it).
+        ValueError: a file fails its MD5, holds forbidden objects, or has the wrong structure.
+    """
+    return _cifar("cifar10", split, root, "fine", verify)
+
+
+def cifar100(split: str = "train", root: str | os.PathLike | None = None, label: str = "fine",
+             *, verify: bool = True):
+    """CIFAR-100 (Krizhevsky 2009) from torchvision's folder, as (images, labels).
+
+    Reads ``<root>/cifar-100-python/{train, test}`` like :func:`cifar10`.
+
+    Args:
+        split: "train" (50,000 images) or "test" (10,000).
+        root: data folder holding ``cifar-100-python``; default :func:`data_root`.
+        label: "fine" (100 classes) or "coarse" (20 superclasses).
+        verify: check each file against torchvision's MD5.
+
+    Returns:
+        images: float32 tensor (N, 3, 32, 32), RGB, pixel = byte / 255, in [0, 1].
+        labels: int64 tensor (N,), in [0, 100) or [0, 20).
+    """
+    return _cifar("cifar100", split, root, label, verify)
+
+
+def cifar_classes(name: str, root: str | os.PathLike | None = None, label: str = "fine",
+                  *, verify: bool = True) -> list[str]:
+    """Class names of "cifar10" or "cifar100" from the folder's meta file, in label order.
+
+    ``label`` is "fine" (CIFAR-10's only set; CIFAR-100's 100 classes) or "coarse"
+    (CIFAR-100's 20 superclasses). ``classes[i]`` names label ``i``.
+    """
+    check_choice(name, "name", tuple(_CIFAR))
+    spec = _CIFAR[name]
+    check_choice(label, "label", tuple(spec["labels"]))
+    _, meta_key, num_classes = spec["labels"][label]
+    path = _cifar_file(_root(root), spec, spec["meta"])
+    if verify:
+        _check_md5(path, CIFAR_MD5[f"{spec['folder']}/{spec['meta']}"])
+    names = _load_cifar_pickle(path).get(meta_key)
+    if (not isinstance(names, list) or len(names) != num_classes
+            or not all(isinstance(n, (bytes, str)) for n in names)):
+        raise ValueError(f"{path}: expected b'{meta_key}' to be a list of {num_classes} names, "
+                         f"got {type(names).__name__} of length "
+                         f"{len(names) if hasattr(names, '__len__') else '-'}")
+    return [n.decode("utf-8") if isinstance(n, bytes) else n for n in names]
+
+
+# ------------------------------------------------------------------ image folders
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def _size_pair(size, name: str = "size") -> tuple[int, int]:
+    """An int n -> (n, n); a pair (h, w) -> (h, w); both positive."""
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if is_int(size):
+        size = (size, size)
+    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(map(is_int, size))):
+        raise TypeError(f"{name}: expected an int or a pair (h, w) of ints, got {size!r}")
+    if min(size) < 1:
+        raise ValueError(f"{name}: expected sizes >= 1 pixel, got {tuple(size)}")
+    return int(size[0]), int(size[1])
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively), in torchvision's order; hidden ones skipped."""
+    found = []
+    for dirpath, dirnames, fnames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.append((dirpath, sorted(f for f in fnames if not f.startswith(".")
+                                      and f.lower().endswith(IMG_EXTENSIONS))))
+    return [Path(d) / f for d, fnames in sorted(found) for f in fnames]
+
+
+def image_folder(root: str | os.PathLike, size=None, classes=None, *,
+                 progress: bool | None = None):
+    """Images in torchvision's ``ImageFolder`` layout, ``root/<class>/<image>``, in memory.
+
+    Each class is a sub-folder; its label is the class's index in ``classes``, by
+    default all sub-folders sorted by name (as torchvision numbers them). Images are
+    read with PIL, converted to RGB and, if ``size`` is given, resized with bilinear
+    resampling. Files are taken in torchvision's order; extensions are torchvision's
+    (``IMG_EXTENSIONS``, any case). Unlike torchvision, hidden files and folders (names
+    starting with ".", e.g. ``.ipynb_checkpoints`` or macOS ``._x.jpg``) are skipped.
+
+    Args:
+        root: the folder holding one sub-folder per class.
+        size: output size in pixels, an int n for n x n or a pair (h, w); None keeps
+            the files' size, which must then be the same for all.
+        classes: class folder names to read, in label order (label i = classes[i]);
+            default all sub-folders, sorted.
+        progress: progress bar; None shows it only on a terminal.
+
+    Returns:
+        images: float32 tensor (N, 3, H, W), pixel = byte / 255, in [0, 1].
+        labels: int64 tensor (N,).
+        class_names: list of the class folder names, class_names[label].
+    """
+    from PIL import Image
+
+    root = Path(root).expanduser()
+    hw = None if size is None else _size_pair(size)
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"image_folder: expected a folder {root} with one sub-folder "
+                                   f"of images per class (root/<class>/<image>), found no such "
+                                   f"folder; check the path")
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        loose = sum(p.suffix.lower() in IMG_EXTENSIONS for p in root.iterdir())
+        raise DatasetNotFoundError(f"image_folder: expected one sub-folder per class in {root} "
+                                   f"(root/<class>/<image>), found no sub-folders (and {loose} "
+                                   f"image files directly in it); put each class's images in "
+                                   f"a folder named after the class")
+    if classes is None:
+        names = found
+    else:
+        if isinstance(classes, (str, bytes)):
+            raise TypeError(f"classes: expected a list of class folder names, got the string "
+                            f"{classes!r}; wrap it in a list")
+        names = list(classes)
+        unknown = [c for c in names if c not in found]
+        if not names or unknown or len(set(names)) != len(names):
+            raise ValueError(f"classes: expected distinct names of class folders in {root} "
+                             f"(one or more of {found}), got {names}"
+                             + (f" with unknown {unknown}" if unknown else ""))
+    files, labels = [], []
+    for label, name in enumerate(names):
+        got = _image_files(root / name)
+        if not got:
+            held = sorted(p.name for p in (root / name).iterdir())
+            raise DatasetNotFoundError(f"image_folder: expected image files "
+                                       f"({' '.join(IMG_EXTENSIONS)}) in the class folder "
+                                       f"{root / name}, found none (it holds "
+                                       f"{held[:5]}); add images or leave the class out with "
+                                       f"classes=[...]")
+        files += got
+        labels += [label] * len(got)
+    arrays = []
+    for path in bar(files, desc=f"reading {root.name}", progress=progress):
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                if hw is not None and im.size != (hw[1], hw[0]):  # PIL sizes are (w, h)
+                    im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+                arrays.append(np.asarray(im, dtype=np.uint8))  # (H, W, 3)
+        except OSError as err:
+            raise ValueError(f"{path}: expected an image file PIL can read, got "
+                             f"{type(err).__name__}: {err}; remove or replace it") from err
+    sizes: dict = {}
+    for a, path in zip(arrays, files):
+        sizes.setdefault(a.shape[:2], path)
+    if len(sizes) > 1:
+        listing = "; ".join(f"{h}x{w} e.g. {p}" for (h, w), p in list(sizes.items())[:4])
+        raise ValueError(f"image_folder: expected images of one size (h x w), got {len(sizes)} "
+                         f"sizes: {listing}; pass size=(h, w) or size=n to resize them")
+    x = np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2))  # (N, 3, H, W)
+    return (torch.from_numpy(x).float().div_(255.0), torch.tensor(labels, dtype=torch.int64),
+            list(names))
+
+
+# ------------------------------------------------------------------ transforms
+def downscale(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The "granularity" transform R3 (Salman et al. 2020): lose detail, keep the size.
+
+    Each image is resized to ``size`` x ``size`` (bilinear, antialiased, so the small
+    image averages rather than skips pixels) and back to its own (H, W) (bilinear).
+    Both steps take convex combinations of pixels, so values stay in [0, 1].
+
+    Args:
+        x: images (N, C, H, W), floating point, in [0, 1].
+        size: side of the intermediate image in pixels, 1 <= size <= min(H, W);
+            size = H = W returns x unchanged.
+
+    Returns:
+        Tensor of x's shape and dtype, in [0, 1].
+    """
+    check_image_batch(x, "x")
+    h, w = x.shape[-2:]
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise TypeError(f"size: expected an int (pixels), got {type(size).__name__}")
+    if not 1 <= size <= min(h, w):
+        raise ValueError(f"size: expected an int in [1, {min(h, w)}] (at most the images' "
+                         f"smaller side), got {size}")
+    interp = torch.nn.functional.interpolate
+    small = interp(x, size=(int(size), int(size)), mode="bilinear", align_corners=False,
+                   antialias=True)  # (N, C, size, size)
+    return interp(small, size=(h, w), mode="bilinear", align_corners=False).clamp_(0, 1)
