@@ -188,11 +188,11 @@ def render(root: Path) -> None:
     if missing:
         raise SystemExit(f"[render] not executed yet: {missing}; run "
                          f"`python -m stir_lib.run execute --scale ci {' '.join(missing)}`")
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(stage), "--path-output",
-           str(build / "jb"), "-W", "-n", "--keep-going"]
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
-    if jb:
-        cmd = [jb, *cmd[3:]]
+    if jb is None:
+        raise SystemExit(f"[render] no jupyter-book next to {sys.executable}; run `make setup`")
+    cmd = [jb, "build", str(stage), "--path-output", str(build / "jb"), "-W", "-n",
+           "--keep-going"]
     print("[render]", " ".join(cmd), flush=True)
     proc = subprocess.run(cmd)
     if proc.returncode:
