@@ -29,17 +29,18 @@ def runner_up(model, x):
     return logits.argmax(1)
 
 
-def qp_min_distortion(W, b, x, target):
-    """Smallest ||r||_2 with argmax(W (x+r) + b) = target and x+r in [0,1], by SLSQP.
+def qp_min_distortion(W, b, x, target, margin=0.0):
+    """Smallest ||r||_2 with (W (x+r) + b)[target] >= every other logit + margin, x+r in [0,1].
 
-    For a linear model this is a convex quadratic programme: the exact reference.
+    For a linear model this is a convex quadratic programme (solved by SLSQP): the exact
+    reference. margin=0 is the decision boundary itself.
     """
     others = [j for j in range(len(b)) if j != target]
     A = W[target][None, :] - W[others]          # (9, 784): A (x + r) + c >= 0
     c = b[target] - b[others]
     res = minimize(lambda r: r @ r, np.zeros_like(x), jac=lambda r: 2 * r, method="SLSQP",
                    bounds=list(zip(-x, 1 - x)),
-                   constraints=[{"type": "ineq", "fun": lambda r: A @ (x + r) + c,
+                   constraints=[{"type": "ineq", "fun": lambda r: A @ (x + r) + c - margin,
                                  "jac": lambda r: A}],
                    options={"maxiter": 500, "ftol": 1e-12})
     assert res.success, res.message
@@ -56,11 +57,15 @@ def test_lbfgs_matches_quadratic_programme_on_linear_model(linear_model):
     W = model.head.weight.detach().double().numpy()
     b = model.head.bias.detach().double().numpy()
     ours = (result.images - x).flatten(1).norm(dim=1).double().numpy()
-    exact = np.array([qp_min_distortion(W, b, xi.flatten().double().numpy(), int(t))
-                      for xi, t in zip(x, target)])
-    # reaching the target strictly needs a hair more than the boundary point
-    assert np.all(ours >= exact * 0.999 - 1e-6)
-    assert np.all(ours <= exact * 1.05), (ours / exact)
+    points = [xi.flatten().double().numpy() for xi in x]
+    boundary = np.array([qp_min_distortion(W, b, p, int(t)) for p, t in zip(points, target)])
+    with_margin = np.array([qp_min_distortion(W, b, p, int(t), margin=0.01)
+                            for p, t in zip(points, target)])
+    # Nothing reaches the target with less than the boundary distance; the margin loss
+    # (kappa=0.01) stops once the target leads by kappa, so no further than that optimum.
+    # The bracket is exact whatever the trained weights (they differ across CPUs).
+    assert np.all(ours >= boundary * 0.999 - 1e-6), (ours / boundary)
+    assert np.all(ours <= with_margin * 1.01), (ours / with_margin)
 
 
 def test_lbfgs_keeps_pixels_in_box_and_handles_random_targets(linear_model):
