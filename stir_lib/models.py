@@ -26,7 +26,7 @@ from torch import nn
 from .validation import check_choice, check_image_batch
 
 __all__ = ["ImageModel", "Normalize", "create_model", "list_models", "register_model",
-           "model_info"]
+           "model_info", "imagenet_resnet", "load_torchvision_resnet", "IMAGENET_RESNETS"]
 
 MNIST_SHAPE = (1, 28, 28)
 CIFAR_SHAPE = (3, 32, 32)
@@ -352,3 +352,171 @@ def load_torchvision_alexnet(path, map_location="cpu") -> ImageModel:
             f"{[(k, tuple(got[k]), tuple(expected[k])) for k in wrong[:4]]}")
     model.load_state_dict(ours, strict=False)
     return model
+
+
+# --------------------------------------------------------------------------- ImageNet ResNets
+class ImageNetBasicBlock(nn.Module):
+    """torchvision's ResNet-18/34 block: two 3x3 convs with BatchNorm, 1x1 ``downsample`` skip.
+
+    Submodule names (conv1, bn1, conv2, bn2, downsample.0/.1) are torchvision's, so state
+    dicts map one to one; the skip is ``downsample`` here, ``shortcut`` in :class:`BasicBlock`.
+    """
+
+    expansion = 1
+
+    def __init__(self, c_in: int, planes: int, stride: int = 1, base_width: int = 64):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = _downsample(c_in, planes, stride)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        skip = x if self.downsample is None else self.downsample(x)
+        return torch.relu(out + skip)
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ResNet-50 block (v1.5: the stride sits on the 3x3 conv).
+
+    1x1 conv to ``width = planes * base_width / 64`` channels, 3x3 conv, 1x1 conv to
+    ``4 * planes``; ``base_width`` 128 or 256 gives the wide ResNets (Zagoruyko &
+    Komodakis 2016) WRN-50-2 and WRN-50-4 with the same output width.
+    """
+
+    expansion = 4
+
+    def __init__(self, c_in: int, planes: int, stride: int = 1, base_width: int = 64):
+        super().__init__()
+        width = planes * base_width // 64
+        self.conv1 = nn.Conv2d(c_in, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.downsample = _downsample(c_in, planes * 4, stride)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = torch.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        skip = x if self.downsample is None else self.downsample(x)
+        return torch.relu(out + skip)
+
+
+def _downsample(c_in: int, c_out: int, stride: int) -> nn.Module | None:
+    if stride == 1 and c_in == c_out:
+        return None
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+
+# arch -> (block, blocks per stage, base width); the ImageNet sources of Salman et al. 2020
+IMAGENET_RESNETS = {
+    "resnet18": (ImageNetBasicBlock, (2, 2, 2, 2), 64),
+    "resnet50": (Bottleneck, (3, 4, 6, 3), 64),
+    "wide_resnet50_2": (Bottleneck, (3, 4, 6, 3), 128),
+    "wide_resnet50_4": (Bottleneck, (3, 4, 6, 3), 256),
+}
+
+
+def imagenet_resnet(arch: str = "resnet50", num_classes: int = 1000,
+                    input_shape: Sequence[int] = IMAGENET_SHAPE, mean=IMAGENET_MEAN,
+                    std=IMAGENET_STD) -> ImageModel:
+    """ImageNet ResNet (He et al. 2016) laid out as torchvision builds it.
+
+    Not in the registry (the wide ones have 69M and 223M weights); build by ``arch``.
+
+    Stages: ``stem`` (conv1 7x7/2, bn1, relu, maxpool 3x3/2), ``layer1``..``layer4``,
+    ``pool`` (global average, (N, 512 * expansion): 512 for ResNet-18, 2048 for the
+    others). torchvision's state-dict keys map one to one with
+    :func:`torchvision_resnet_keys`. Initialisation is torchvision's (Kaiming normal,
+    fan-out, for convs; BatchNorm weight 1, bias 0).
+
+    Args:
+        arch: one of ``IMAGENET_RESNETS``.
+        num_classes: outputs of the linear head.
+        input_shape: (C, H, W); any H, W >= 32 works (global pooling).
+        mean, std: per-channel normalisation inside the model; default ImageNet's.
+    """
+    check_choice(arch, "arch", IMAGENET_RESNETS)
+    block, blocks, base_width = IMAGENET_RESNETS[arch]
+    stem = nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(input_shape[0], 64, 7, 2, 3, bias=False)),
+        ("bn1", nn.BatchNorm2d(64)), ("relu", nn.ReLU()), ("maxpool", nn.MaxPool2d(3, 2, 1))]))
+    stages: list[tuple[str, nn.Module]] = [("stem", stem)]
+    c = 64
+    for i, n in enumerate(blocks):
+        planes = 64 * 2 ** i
+        layers = [block(c, planes, 1 if i == 0 else 2, base_width)]
+        c = planes * block.expansion
+        layers += [block(c, planes, 1, base_width) for _ in range(n - 1)]
+        stages.append((f"layer{i + 1}", nn.Sequential(*layers)))
+    stages.append(("pool", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())))
+    model = ImageModel(stages, nn.Linear(c, num_classes), input_shape, mean, std)
+    for m in model.body.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def torchvision_resnet_keys(state: dict) -> dict:
+    """torchvision ResNet keys -> ours: ``conv1.*``/``bn1.*`` -> ``body.stem.*``,
+    ``layerK.*`` -> ``body.layerK.*``, ``fc.*`` -> ``head.*``. Other keys pass unchanged
+    (they will show up as unexpected)."""
+    out = {}
+    for k, v in state.items():
+        if k.startswith(("conv1.", "bn1.")):
+            k = "body.stem." + k
+        elif k.startswith(("layer1.", "layer2.", "layer3.", "layer4.")):
+            k = "body." + k
+        elif k.startswith("fc."):
+            k = "head." + k[len("fc."):]
+        out[k] = v
+    return out
+
+
+def load_torchvision_resnet(state: dict, arch: str = "resnet50", num_classes: int = 1000, *,
+                            input_shape: Sequence[int] = IMAGENET_SHAPE, mean=IMAGENET_MEAN,
+                            std=IMAGENET_STD, source: str = "state dict") -> ImageModel:
+    """Build :func:`imagenet_resnet` and load a torchvision-format ResNet state dict into it.
+
+    BatchNorm ``num_batches_tracked`` counters may be absent (older files); everything
+    else must match exactly.
+
+    Raises:
+        ValueError: the keys or shapes are not those of ``arch`` (the message lists the
+            first missing and unexpected keys and shape mismatches, in torchvision names).
+    """
+    model = imagenet_resnet(arch, num_classes, input_shape, mean, std)
+    ours = torchvision_resnet_keys(state)
+    expected = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("normalize.")}
+    got = {k: getattr(v, "shape", None) for k, v in ours.items()}
+    missing = sorted(k for k in set(expected) - set(got) if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(set(got) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    if missing or unexpected or wrong:
+        tv = _torchvision_resnet_key
+        raise ValueError(
+            f"{source}: expected torchvision {arch} weights with {num_classes} classes; got "
+            f"{len(missing)} missing keys {[tv(k) for k in missing[:4]]}, {len(unexpected)} "
+            f"unexpected keys {[tv(k) for k in unexpected[:4]]}, {len(wrong)} wrong shapes "
+            f"(key, in the file, expected) "
+            f"{[(tv(k), tuple(got[k] or ()), tuple(expected[k])) for k in wrong[:4]]}; "
+            f"check arch (one of {list(IMAGENET_RESNETS)}) and num_classes")
+    model.load_state_dict(ours, strict=False)
+    return model
+
+
+def _torchvision_resnet_key(k: str) -> str:
+    """Our key -> torchvision's, the inverse of :func:`torchvision_resnet_keys` (for messages)."""
+    for ours, theirs in (("body.stem.", ""), ("body.", ""), ("head.", "fc.")):
+        if k.startswith(ours):
+            return theirs + k[len(ours):]
+    return k

@@ -170,8 +170,9 @@ def train(model: ImageModel, x: torch.Tensor, y: torch.Tensor, config: TrainConf
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, (lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
         if cfg.lr_schedule == "cosine" else (lambda s: 1.0))
-    if head_only:  # frozen features: BatchNorm statistics must not move either
-        model.body.eval()
+    if head_only:  # frozen features: BatchNorm statistics must not move either. The whole
+        model.eval()  # model, not just the body: attacks restore the model's mode after each
+        #               call, which would put the body back in train mode (heads are linear)
     losses, step = [], 0
     penalised = model.head if head_only else model  # the weights being trained
     for epoch in bar(range(cfg.epochs), desc="epochs", progress=progress):

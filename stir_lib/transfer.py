@@ -1,0 +1,711 @@
+"""Transfer learning from a source model to downstream tasks (Salman et al. 2020).
+
+Salman, Ilyas, Engstrom, Kapoor & Madry (NeurIPS 2020), "Do adversarially robust
+ImageNet models transfer better?", transfer a source model to a downstream task in
+two ways, and so does this module:
+
+* :func:`fixed_feature`: a fresh linear head on the frozen penultimate features
+  (:meth:`ImageModel.embed`), the body untouched, BatchNorm statistics included;
+* :func:`fine_tune`: a fresh head, then every weight trained.
+
+Both use SGD with momentum, a step learning-rate schedule and weight decay, pick the
+learning rate on the task's validation split and report test accuracy for that
+learning rate only. Neither augments the data (the paper uses random crops and flips).
+
+A downstream :class:`Task` holds train/val/test splits. The ci-scale tasks are real,
+offline and in the MNIST source's format (1 x 28 x 28 grey in [0, 1]):
+:func:`digits_task` (scikit-learn's 8x8 digits), :func:`faces_task` (scikit-image's
+LFW faces vs non-faces) and :func:`low_data_task` (MNIST digits the source never saw,
+with a few labels each; the source is trained on :func:`source_split`).
+:func:`downscaled` is the paper's granularity experiment (R3). At paper scale,
+:func:`paper_task` reads the downstream sets and :func:`load_robustness_checkpoint`
+reads the released robust ImageNet models (MadryLab's ``robustness`` format).
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import cache, data, models
+from .models import IMAGENET_MEAN, IMAGENET_SHAPE, IMAGENET_STD, ImageModel
+from .progress import bar
+from .training import data_fingerprint
+from .validation import check_choice, check_image_batch, check_labels, check_positive, check_tensor
+
+__all__ = ["Task", "TransferResult", "source_split", "digits_task", "faces_task",
+           "low_data_task", "make_task", "downscaled", "paper_task", "fixed_feature",
+           "fine_tune", "load_robustness_checkpoint", "check_checkpoints", "PAPER_HPARAMS",
+           "PAPER_TASKS", "CI_TASKS", "SOURCE_CLASSES"]
+
+# Salman et al. 2020, appendix (transfer set-up), for both fixed-feature and full-network
+# transfer: SGD with momentum 0.9, batch 64, 150 epochs, learning rate divided by 10 every
+# 50 epochs, weight decay 5e-4, learning rate chosen from {0.01, 0.001}.
+# Use as fixed_feature(model, task, **PAPER_HPARAMS).
+PAPER_HPARAMS = MappingProxyType(dict(lrs=(0.01, 0.001), epochs=150, batch_size=64,
+                                      momentum=0.9, weight_decay=5e-4, lr_step=50))
+
+# The paper's 12 downstream sets, as paper_task names (Section 3; folders root/<name>/).
+PAPER_TASKS = ("aircraft", "birdsnap", "caltech101", "caltech256", "cifar10", "cifar100",
+               "dtd", "flowers", "food", "pets", "stanford_cars", "sun397")
+
+SOURCE_CLASSES = (0, 1, 2, 3, 4)  # the MNIST digits the ci-scale source model is trained on
+
+_MNIST_SIZE = (28, 28)
+
+
+# ----------------------------------------------------------------------------- tasks
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A downstream classification task: three labelled splits of images in [0, 1].
+
+    ``x_val``/``y_val`` choose hyper-parameters; ``x_test``/``y_test`` give the final
+    number only.
+
+    Args:
+        name: short name, also part of cache keys.
+        x_train, x_val, x_test: float images (N, C, H, W) in [0, 1], one shape for all.
+        y_train, y_val, y_test: int64 labels (N,) in [0, num_classes).
+        num_classes: number of classes.
+        tests: what the task probes, in one sentence.
+        input_size: side in pixels the images are resized to (bilinear) when a model
+            reads them, or None to use them as stored. Lets large sets stay small in
+            memory (CIFAR is stored at 32 and read at 224).
+        source_index: split -> int64 indices of its examples in the original data set
+            (for provenance and tests); "test" may index a different set than "train".
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    tests: str = ""
+    input_size: int | None = None
+    source_index: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) \
+                or self.num_classes < 2:
+            raise ValueError(f"task {self.name!r}: expected num_classes an int >= 2, got "
+                             f"{self.num_classes!r}")
+        shape = tuple(self.x_train.shape[1:]) if isinstance(self.x_train, torch.Tensor) else None
+        for split in ("train", "val", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            check_image_batch(x, f"task {self.name!r} x_{split}")
+            if tuple(x.shape[1:]) != shape:
+                raise ValueError(f"task {self.name!r}: expected every split's images of shape "
+                                 f"{shape} (as x_train), got x_{split} {tuple(x.shape[1:])}")
+            if len(x) == 0:
+                raise ValueError(f"task {self.name!r}: expected a non-empty {split} split, "
+                                 f"got 0 examples")
+            check_labels(y, len(x), self.num_classes, f"task {self.name!r} y_{split}")
+        if self.input_size is not None:
+            _check_int(self.input_size, f"task {self.name!r} input_size")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images as a model reads them (after ``input_size``)."""
+        c, h, w = self.x_train.shape[1:]
+        return (c, h, w) if self.input_size is None else (c, self.input_size, self.input_size)
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) of "train", "val" or "test"."""
+        check_choice(name, "split", ("train", "val", "test"))
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+    def fingerprint(self) -> str:
+        """Hash of every split's images and labels, num_classes and input_size (not the name)."""
+        return data_fingerprint(*(t for s in ("train", "val", "test") for t in self.split(s))) \
+            + f"-{self.num_classes}-{self.input_size}"
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{s}={len(self.split(s)[0])}" for s in ("train", "val", "test"))
+        return (f"Task({self.name!r}, {sizes}, classes={self.num_classes}, "
+                f"image_shape={self.image_shape})")
+
+
+def _check_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return value
+
+
+def _check_classes(classes, name: str = "classes") -> tuple[int, ...]:
+    classes = tuple(classes)
+    if (len(classes) < 2 or len(set(classes)) != len(classes)
+            or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 9
+                       for c in classes)):
+        raise ValueError(f"{name}: expected at least two distinct MNIST digits (ints in 0..9), "
+                         f"got {classes}")
+    return classes
+
+
+def _remap(y: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """Labels ``classes[i]`` -> ``i``."""
+    lookup = torch.full((int(max(classes)) + 1,), -1, dtype=torch.int64)
+    lookup[torch.tensor(classes)] = torch.arange(len(classes))
+    return lookup[y]
+
+
+def _stratified_split(y: torch.Tensor, fractions: Sequence[float], seed: int):
+    """Indices (train, *parts): each class is shuffled (seeded) and cut so that part k gets
+    ``round(n_c * fractions[k])`` of its ``n_c`` examples and train the rest; sorted."""
+    for v in fractions:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+            raise ValueError(f"split fractions: expected values in (0, 1), got {tuple(fractions)}")
+    if sum(fractions) >= 1:
+        raise ValueError(f"split fractions: expected a sum < 1 (something left to train on), got "
+                         f"{tuple(fractions)}")
+    g = torch.Generator().manual_seed(seed)
+    parts: list[list[torch.Tensor]] = [[] for _ in range(len(fractions) + 1)]
+    for c in torch.unique(y):
+        pool = torch.nonzero(y == c).flatten()
+        pool = pool[torch.randperm(len(pool), generator=g)]
+        cuts = [round(len(pool) * f) for f in fractions]
+        if min(cuts + [len(pool) - sum(cuts)]) < 1:
+            raise ValueError(f"class {int(c)} has {len(pool)} examples: too few for one in each "
+                             f"split with fractions {tuple(fractions)}")
+        start = 0
+        for part, n in zip(parts[1:], cuts):
+            part.append(pool[start:start + n])
+            start += n
+        parts[0].append(pool[start:])
+    return tuple(torch.cat(p).sort().values for p in parts)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (antialiased when shrinking) to ``size``, clamped to [0, 1]."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                         antialias=shrink).clamp_(0, 1)
+
+
+def _task_from_split(name, x, y, idx, num_classes, tests, input_size=None) -> Task:
+    tr, va, te = idx
+    return Task(name, x[tr], y[tr], x[va], y[va], x[te], y[te], num_classes, tests,
+                input_size, {"train": tr, "val": va, "test": te})
+
+
+def source_split(x: torch.Tensor, y: torch.Tensor,
+                 classes: Sequence[int] = SOURCE_CLASSES) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source model's training set: the examples of ``classes``, labels remapped.
+
+    Args:
+        x, y: images (N, C, H, W) and int64 labels, e.g. ``data.mnist("train")``.
+        classes: labels to keep; ``classes[i]`` becomes label ``i`` (the default digits
+            0-4 keep their labels).
+
+    Returns:
+        (images, labels) of the kept examples, in their original order.
+    """
+    check_tensor(x, "x")
+    check_labels(y, len(x), int(y.max()) + 1 if len(y) else 1, "y")
+    classes = _check_classes(classes)
+    keep = torch.isin(y, torch.tensor(classes))
+    if not keep.any():
+        raise ValueError(f"classes: expected labels present in y, got {classes} but y holds "
+                         f"{torch.unique(y).tolist()}")
+    return x[keep], _remap(y[keep], classes)
+
+
+def digits_task(seed: int = 0, *, val_fraction: float = 0.2,
+                test_fraction: float = 0.3) -> Task:
+    """scikit-learn's 8x8 digits (1,797 images, 10 classes), upsampled to 28 x 28.
+
+    Upsampling is bilinear (``align_corners=False``): the digits fill the frame, unlike
+    MNIST's 20x20 box, and are blurrier. Split per class (stratified) with ``seed``.
+    """
+    x, y = data.digits()
+    x = _resize(x, _MNIST_SIZE)
+    idx = _stratified_split(y, (val_fraction, test_fraction), seed)
+    return _task_from_split("digits", x, y, idx, 10, "near-domain shift: the same ten digits "
+                            "from another scanner, 8x8 upsampled to 28x28")
+
+
+def faces_task(seed: int = 0, *, val_fraction: float = 0.2, test_fraction: float = 0.3) -> Task:
+    """scikit-image's LFW subset, 100 faces (label 1) vs 100 non-faces (0), 25 -> 28 pixels.
+
+    Resized bilinearly (``align_corners=False``); split per class with ``seed``
+    (by default 100 train, 40 val, 60 test).
+    """
+    x, y = data.lfw_faces()
+    x = _resize(x, _MNIST_SIZE)
+    idx = _stratified_split(y, (val_fraction, test_fraction), seed)
+    return _task_from_split("faces", x, y, idx, 2, "far-domain shift: faces vs natural-image "
+                            "patches, 200 images")
+
+
+def low_data_task(seed: int = 0, per_class: int = 10, *, classes: Sequence[int] = (5, 6, 7, 8, 9),
+                  val_per_class: int = 100, test_per_class: int | None = None,
+                  root=None) -> Task:
+    """MNIST digits the source never saw, with ``per_class`` labelled training images each.
+
+    Training and validation images are drawn (seeded, disjoint) from the MNIST training
+    images of ``classes``; the test split is the MNIST test set's images of ``classes``
+    (all, or ``test_per_class`` drawn at random). Labels are remapped: ``classes[i]`` -> i.
+
+    Args:
+        seed: seeds the draws.
+        per_class: labelled training images per class (>= 1).
+        classes: the digits of the task; keep them disjoint from the source's
+            (:data:`SOURCE_CLASSES`).
+        val_per_class: validation images per class (>= 1).
+        test_per_class: test images per class, or None for all.
+        root: MNIST data folder (see :func:`stir_lib.data.mnist`).
+    """
+    per_class = _check_int(per_class, "per_class")
+    val_per_class = _check_int(val_per_class, "val_per_class")
+    if test_per_class is not None:
+        test_per_class = _check_int(test_per_class, "test_per_class")
+    classes = _check_classes(classes)
+    x, y = data.mnist("train", root)
+    xt, yt = data.mnist("test", root)
+    g = torch.Generator().manual_seed(seed)
+    tr, va, te = [], [], []
+    for c in classes:
+        pool = torch.nonzero(y == c).flatten()
+        if per_class + val_per_class > len(pool):
+            raise ValueError(f"per_class + val_per_class: expected at most {len(pool)} (the MNIST "
+                             f"training images of digit {c}), got {per_class} + {val_per_class}")
+        pool = pool[torch.randperm(len(pool), generator=g)]
+        tr.append(pool[:per_class])
+        va.append(pool[per_class:per_class + val_per_class])
+        pool = torch.nonzero(yt == c).flatten()
+        if test_per_class is not None:
+            if test_per_class > len(pool):
+                raise ValueError(f"test_per_class: expected at most {len(pool)} (the MNIST test "
+                                 f"images of digit {c}), got {test_per_class}")
+            pool = pool[torch.randperm(len(pool), generator=g)[:test_per_class]].sort().values
+        te.append(pool)
+    tr, va, te = torch.cat(tr), torch.cat(va), torch.cat(te)
+    digits = "".join(map(str, classes))
+    return Task(f"mnist-{digits}-{per_class}shot", x[tr], _remap(y[tr], classes), x[va],
+                _remap(y[va], classes), xt[te], _remap(yt[te], classes), len(classes),
+                f"low-data transfer to unseen classes: MNIST digits {classes} with {per_class} "
+                f"labels each, same rendering as the source",
+                source_index={"train": tr, "val": va, "test": te})
+
+
+CI_TASKS: dict[str, Callable[..., Task]] = {"digits": digits_task, "faces": faces_task,
+                                            "low-data": low_data_task}
+
+
+def make_task(name: str, **kwargs) -> Task:
+    """A ci-scale task by name (``CI_TASKS``); keyword arguments go to its builder."""
+    check_choice(name, "task name", CI_TASKS)
+    return CI_TASKS[name](**kwargs)
+
+
+def downscaled(task: Task, size: int) -> Task:
+    """Salman et al.'s granularity transform (R3): every split through ``data.downscale``.
+
+    Each stored image is resized down to ``size`` x ``size`` (bilinear, antialiased) and
+    back up to its own size, so shapes stay and fine detail goes; ``size`` equal to the
+    stored side returns the images unchanged. Labels and ``input_size`` are kept.
+    """
+    xs = {s: data.downscale(task.split(s)[0], size) for s in ("train", "val", "test")}
+    return Task(f"{task.name}@{size}px", xs["train"], task.y_train, xs["val"], task.y_val,
+                xs["test"], task.y_test, task.num_classes,
+                f"{task.tests}; downscaled to {size}x{size} and back", task.input_size,
+                dict(task.source_index))
+
+
+def paper_task(name: str, root=None, *, size: int = 224, val_fraction: float = 0.1,
+               seed: int = 0, progress: bool | None = None) -> Task:
+    """One of the paper's downstream sets (``PAPER_TASKS``), read at ``size`` x ``size``.
+
+    CIFAR-10/100 come from :func:`stir_lib.data.cifar10`/``cifar100`` (``root`` holding
+    ``cifar-10-batches-py``/``cifar-100-python``) and stay 32x32 in memory; a model reads
+    them resized to ``size`` (bilinear). Every other set is read with
+    :func:`stir_lib.data.image_folder` from ``root/<name>/train/<class>/*`` and
+    ``root/<name>/test/<class>/*``, resized to ``size`` on loading and held in memory
+    (N x 3 x size x size float32: 0.6 MB an image at 224). In both cases a stratified
+    ``val_fraction`` of the training images is held out for choosing the learning rate.
+
+    Args:
+        name: one of ``PAPER_TASKS``.
+        root: data folder; default :func:`stir_lib.data.data_root`.
+        size: side in pixels the model sees (the paper: 224).
+        val_fraction: share of each class's training images used for validation.
+        seed: seeds the validation split.
+
+    Raises:
+        DatasetNotFoundError: the set is not under ``root`` (the message gives the layout).
+    """
+    check_choice(name, "task name", PAPER_TASKS)
+    size = _check_int(size, "size", 8)
+    root_path = Path(root).expanduser() if root is not None else data.data_root()
+    tests = f"Salman et al.'s downstream set {name} at {size}x{size}"
+    if name in ("cifar10", "cifar100"):
+        load = getattr(data, name)
+        x, y = load("train", root)
+        xt, yt = load("test", root)
+        num_classes = 10 if name == "cifar10" else 100
+    else:
+        folder = root_path / name
+        for split in ("train", "test"):
+            if not (folder / split).is_dir():
+                raise data.DatasetNotFoundError(
+                    f"{name}: expected the folders {folder / 'train'} and {folder / 'test'} with "
+                    f"one sub-folder of images per class, found no {folder / split}; download "
+                    f"the data set and arrange its train/test split so")
+        x, y, names = data.image_folder(folder / "train", size=size, progress=progress)
+        xt, yt, _ = data.image_folder(folder / "test", size=size, classes=names, progress=progress)
+        num_classes = len(names)
+    tr, va = _stratified_split(y, (val_fraction,), seed)
+    return Task(name, x[tr], y[tr], x[va], y[va], xt, yt, num_classes, tests, size,
+                {"train": tr, "val": va, "test": torch.arange(len(xt))})
+
+
+# ----------------------------------------------------------------------------- transfer
+@dataclass
+class TransferResult:
+    """Output of :func:`fixed_feature` and :func:`fine_tune`.
+
+    Attributes:
+        mode: "fixed-feature" or "fine-tune".
+        task: the task's name.
+        lr: the learning rate chosen on validation accuracy.
+        val_acc: learning rate -> validation accuracy (fraction), for every rate tried.
+        test_acc: test accuracy (fraction) at ``lr``; the only number read from test.
+        model: the transferred model (a copy; the source is untouched), in eval mode.
+        loss: learning rate -> mean training loss per epoch.
+        hparams: the hyper-parameters used.
+        key: the cache key.
+    """
+
+    mode: str
+    task: str
+    lr: float
+    val_acc: dict
+    test_acc: float
+    model: ImageModel
+    loss: dict
+    hparams: dict
+    key: str = ""
+
+
+def _hparams(lrs, epochs, batch_size, momentum, weight_decay, lr_step, seed) -> dict:
+    if isinstance(lrs, (int, float)) or not isinstance(lrs, Sequence) or len(lrs) == 0:
+        raise ValueError(f"lrs: expected a non-empty sequence of learning rates, got {lrs!r}; "
+                         f"pass e.g. lrs=(0.01, 0.001)")
+    lrs = tuple(check_positive(v, "lrs entry") for v in lrs)
+    if len(set(lrs)) != len(lrs):
+        raise ValueError(f"lrs: expected distinct learning rates, got {lrs}")
+    momentum = check_positive(momentum, "momentum", allow_zero=True)
+    if momentum >= 1:
+        raise ValueError(f"momentum: expected a value in [0, 1), got {momentum}")
+    return dict(lrs=lrs, epochs=_check_int(epochs, "epochs"),
+                batch_size=_check_int(batch_size, "batch_size"), momentum=momentum,
+                weight_decay=check_positive(weight_decay, "weight_decay", allow_zero=True),
+                lr_step=None if lr_step is None else _check_int(lr_step, "lr_step"),
+                seed=_check_int(seed, "seed", 0))
+
+
+def _check_fits(model: ImageModel, task: Task) -> None:
+    if not isinstance(model, ImageModel):
+        raise TypeError(f"model: expected a stir_lib.models.ImageModel, got "
+                        f"{type(model).__name__}")
+    if not isinstance(task, Task):
+        raise TypeError(f"task: expected a stir_lib.transfer.Task, got {type(task).__name__}")
+    if task.image_shape != tuple(model.input_shape):
+        raise ValueError(f"task {task.name!r} gives images of shape {task.image_shape}, but the "
+                         f"model expects {tuple(model.input_shape)}; build the task in the "
+                         f"model's input format (channels and size, e.g. paper_task(size=...))")
+
+
+def _reader(task: Task, device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Batch as stored -> batch as the model reads it, on ``device``."""
+    size = None if task.input_size is None else (task.input_size, task.input_size)
+    return lambda xb: xb.to(device) if size is None else _resize(xb.to(device), size)
+
+
+def _model_fingerprint(model: nn.Module) -> str:
+    state = model.state_dict()
+    return data_fingerprint(*state.values()) + "-" + cache.config_key("arch", repr(model))[:8] \
+        + "-" + cache.config_key("keys", list(state))[:8]
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def _apply(fn: Callable, x: torch.Tensor, read, batch_size: int = 256) -> torch.Tensor:
+    """fn(read(batch)) over x, batched, concatenated on the CPU (callers set eval mode)."""
+    return torch.cat([fn(read(x[i:i + batch_size])).cpu() for i in range(0, len(x), batch_size)])
+
+
+def _accuracy(module: nn.Module, x, y, read) -> float:
+    module.eval()
+    return float((_apply(module, x, read).argmax(1) == y).float().mean())
+
+
+def _fit(module: nn.Module, x: torch.Tensor, y: torch.Tensor, read, *, lr: float, epochs: int,
+         batch_size: int, momentum: float, weight_decay: float, lr_step: int | None, seed: int,
+         progress, desc: str) -> list[float]:
+    """Cross-entropy SGD on (read(x), y) in train mode; returns the mean loss of each epoch.
+
+    torch's SGD ``weight_decay`` adds ``weight_decay * p`` to every trained parameter's
+    gradient (biases and BatchNorm included, as in the paper's code). The learning rate
+    is divided by 10 every ``lr_step`` epochs (None: constant).
+    """
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=lr,
+                          momentum=momentum, weight_decay=weight_decay)
+    device = _device(module)
+    module.train()
+    losses = []
+    for epoch in bar(range(epochs), desc=desc, progress=progress):
+        if lr_step and epoch and epoch % lr_step == 0:
+            for group in opt.param_groups:
+                group["lr"] *= 0.1
+        total = 0.0
+        for idx in torch.randperm(len(x), generator=g).split(batch_size):
+            loss = F.cross_entropy(module(read(x[idx])), y[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        losses.append(total / len(x))
+    module.eval()
+    return losses
+
+
+def _transfer(mode: str, model: ImageModel, task: Task, hp: dict, use_cache: bool, progress,
+              run: Callable[[], dict]) -> TransferResult:
+    _check_fits(model, task)
+    key = {"mode": mode, "source": _model_fingerprint(model), "task": task.name,
+           "task_data": task.fingerprint(), "hparams": hp,
+           "code": cache.code_version(models, sys.modules[__name__])}
+    entry = cache.get_or_create("transfer", key, run) if use_cache else run()
+    out = copy.deepcopy(model).replace_head(task.num_classes).to(_device(model))
+    if mode == "fixed-feature":
+        out.head.load_state_dict(entry["state"])
+    else:
+        out.load_state_dict(entry["state"])
+    out.eval()
+    lrs = hp["lrs"]
+    return TransferResult(mode, task.name, float(entry["lr"]), dict(zip(lrs, entry["val"])),
+                          float(entry["test"]), out, dict(zip(lrs, entry["loss"])), dict(hp),
+                          cache.config_key("transfer", key))
+
+
+def _best(val: list[float], lrs: tuple) -> int:
+    """Index of the best validation accuracy; ties go to the earlier learning rate."""
+    return max(range(len(lrs)), key=lambda i: (val[i], -i))
+
+
+def fixed_feature(model: ImageModel, task: Task, *, lrs: Sequence[float] = (0.1, 0.01, 0.001),
+                  epochs: int = 30, batch_size: int = 64, momentum: float = 0.9,
+                  weight_decay: float = 5e-4, lr_step: int | None = 10, seed: int = 0,
+                  use_cache: bool = True, progress: bool | None = None) -> TransferResult:
+    """Fixed-feature transfer: a fresh linear head on the frozen penultimate features.
+
+    The penultimate features (:meth:`ImageModel.embed`) of every split are computed once,
+    in eval mode (BatchNorm uses its running statistics, dropout is off), and the head is
+    trained on them. With no data augmentation this is the same as training the head
+    through the frozen body every epoch, and much cheaper. For each learning rate a head
+    (same seeded initialisation, same batch order) is trained with SGD; the rate with the
+    best validation accuracy is chosen and only its test accuracy is measured.
+
+    Args:
+        model: the source; not modified (the result holds a copy).
+        task: the downstream task, in the model's input format.
+        lrs: learning rates to try (the paper: 0.01, 0.001).
+        epochs: passes over the training split (the paper: 150).
+        batch_size: examples per SGD step (the paper: 64).
+        momentum: SGD momentum (the paper: 0.9).
+        weight_decay: SGD weight decay on the head's weight and bias (the paper: 5e-4).
+        lr_step: divide the learning rate by 10 every ``lr_step`` epochs; None: constant
+            (the paper: 50).
+        seed: seeds the head's initialisation and the batch order.
+        use_cache: load/store the result in the cache (:mod:`stir_lib.cache`), keyed by
+            the source's weights, the task's data and the hyper-parameters.
+        progress: progress bar; None shows it only on a terminal.
+
+    Returns:
+        :class:`TransferResult` whose model is a copy of the source with the chosen head.
+    """
+    hp = _hparams(lrs, epochs, batch_size, momentum, weight_decay, lr_step, seed)
+
+    def run():
+        frozen = copy.deepcopy(model).eval()
+        read = _reader(task, _device(frozen))
+        feats = {s: _apply(frozen.embed, task.split(s)[0], read) for s in ("train", "val", "test")}
+        device = _device(frozen)
+        on_device = (lambda f: f.to(device))  # noqa: E731 - features are stored on the CPU
+        heads, val, losses = [], [], []
+        for lr in hp["lrs"]:
+            torch.manual_seed(hp["seed"])
+            head = nn.Linear(feats["train"].shape[1], task.num_classes).to(device)
+            losses.append(_fit(head, feats["train"], task.y_train, on_device, lr=lr,
+                               epochs=hp["epochs"], batch_size=hp["batch_size"],
+                               momentum=hp["momentum"], weight_decay=hp["weight_decay"],
+                               lr_step=hp["lr_step"], seed=hp["seed"], progress=progress,
+                               desc=f"fixed-feature lr={lr:g}"))
+            val.append(_accuracy(head, feats["val"], task.y_val, on_device))
+            heads.append(head)
+        best = _best(val, hp["lrs"])
+        test = _accuracy(heads[best], feats["test"], task.y_test, on_device)
+        state = {k: v.detach().cpu().clone() for k, v in heads[best].state_dict().items()}
+        return {"lr": hp["lrs"][best], "val": val, "test": test, "loss": losses, "state": state}
+
+    return _transfer("fixed-feature", model, task, hp, use_cache, progress, run)
+
+
+def fine_tune(model: ImageModel, task: Task, *, lrs: Sequence[float] = (0.1, 0.01, 0.001),
+              epochs: int = 30, batch_size: int = 64, momentum: float = 0.9,
+              weight_decay: float = 5e-4, lr_step: int | None = 10, seed: int = 0,
+              use_cache: bool = True, progress: bool | None = None) -> TransferResult:
+    """Full-network transfer: a copy of the source with a fresh head, every weight trained.
+
+    For each learning rate, a fresh copy of the source gets a new linear head (same
+    seeded initialisation) and all its parameters are trained with SGD in train mode
+    (BatchNorm statistics update); the rate with the best validation accuracy is chosen
+    and only its test accuracy is measured. Arguments and result as
+    :func:`fixed_feature`; weight decay applies to every parameter.
+    """
+    hp = _hparams(lrs, epochs, batch_size, momentum, weight_decay, lr_step, seed)
+
+    def run():
+        read = _reader(task, _device(model))
+        best_net, val, losses = None, [], []
+        for lr in hp["lrs"]:
+            torch.manual_seed(hp["seed"])
+            net = copy.deepcopy(model).replace_head(task.num_classes).to(_device(model))
+            for p in net.parameters():
+                p.requires_grad_(True)
+            losses.append(_fit(net, task.x_train, task.y_train, read, lr=lr, epochs=hp["epochs"],
+                               batch_size=hp["batch_size"], momentum=hp["momentum"],
+                               weight_decay=hp["weight_decay"], lr_step=hp["lr_step"],
+                               seed=hp["seed"], progress=progress, desc=f"fine-tune lr={lr:g}"))
+            val.append(_accuracy(net, task.x_val, task.y_val, read))
+            if _best(val, hp["lrs"][:len(val)]) == len(val) - 1:
+                best_net = net  # keep one trained copy at a time
+            del net
+        best = _best(val, hp["lrs"])
+        test = _accuracy(best_net, task.x_test, task.y_test, read)
+        state = {k: v.detach().cpu().clone() for k, v in best_net.state_dict().items()}
+        return {"lr": hp["lrs"][best], "val": val, "test": test, "loss": losses, "state": state}
+
+    return _transfer("fine-tune", model, task, hp, use_cache, progress, run)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+_RELEASE = ("Salman et al.'s robust ImageNet models are released at "
+            "github.com/microsoft/robust-models-transfer")
+
+
+def load_robustness_checkpoint(path, arch: str = "resnet50", num_classes: int = 1000, *,
+                               input_shape: Sequence[int] = IMAGENET_SHAPE,
+                               map_location="cpu") -> ImageModel:
+    """A classifier from a checkpoint of MadryLab's ``robustness`` library.
+
+    Such a file (Salman et al.'s released models among them) is a dict whose ``"model"``
+    entry (``"state_dict"`` in old files) is the state dict of the library's
+    ``AttackerModel`` under ``DataParallel``: the classifier under ``module.model.``, the
+    same weights again under ``module.attacker.model.``, and the input normalisation as
+    ``module.normalizer.new_mean``/``new_std`` buffers. The ``module.model.`` entries
+    (torchvision ResNet key names) are loaded into :func:`stir_lib.models.imagenet_resnet`
+    and the normaliser's mean and std become the model's (ImageNet's if absent). The file
+    is read with ``torch.load(weights_only=True)``: no pickled code runs.
+
+    Args:
+        path: the checkpoint file.
+        arch: "resnet18", "resnet50", "wide_resnet50_2" or "wide_resnet50_4".
+        num_classes: rows of the classifier (1000 for ImageNet).
+        input_shape: (C, H, W) the model will be given (224 x 224 in the paper).
+        map_location: passed to ``torch.load``.
+
+    Returns:
+        The :class:`ImageModel` in eval mode; ``embed`` gives the pooled features
+        (512-d for ResNet-18, 2048-d for the others).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a robustness checkpoint, or not one of ``arch``/``num_classes``
+            (missing/unexpected keys and wrong shapes listed).
+    """
+    check_choice(arch, "arch", models.IMAGENET_RESNETS)
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: expected a robustness-library checkpoint file, found "
+                                f"none; {_RELEASE} (e.g. resnet50_l2_eps3.ckpt), download one "
+                                f"and pass its path")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        raise ValueError(
+            f"{path}: expected a checkpoint torch.load(weights_only=True) can read (tensors "
+            f"and plain containers), got {type(err).__name__}: {str(err).splitlines()[0][:200]}; "
+            f"if the file holds other pickled objects and you trust it, keep only its weights "
+            f"once: torch.save({{'model': torch.load(p, weights_only=False)['model']}}, p2)"
+        ) from err
+    if not isinstance(obj, dict) or not ({"model", "state_dict"} & obj.keys()):
+        got = (f"a dict with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, dict)
+               else f"a {type(obj).__name__}")
+        raise ValueError(f"{path}: expected a robustness checkpoint, a dict with key 'model' "
+                         f"(or 'state_dict') holding keys 'module.model.*', got {got}")
+    where = "model" if "model" in obj else "state_dict"
+    state = obj[where]
+    for prefix in ("module.", ""):  # saved under DataParallel (the library's way) or not
+        weights = {k[len(prefix + "model."):]: v for k, v in state.items()
+                   if isinstance(k, str) and k.startswith(prefix + "model.")} \
+            if isinstance(state, dict) else {}
+        if weights:
+            break
+    if not weights:
+        got = list(state)[:4] if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path}: expected the {where!r} entry to hold the classifier under "
+                         f"'module.model.*' (with copies under 'module.attacker.model.*' and "
+                         f"normalisation buffers 'module.normalizer.new_mean/new_std'), got "
+                         f"{got}; for a plain torchvision state dict use "
+                         f"stir_lib.models.load_torchvision_resnet")
+    norm = [state.get(f"{prefix}normalizer.{b}") for b in ("new_mean", "new_std")]
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if all(isinstance(t, torch.Tensor) and t.numel() == input_shape[0] for t in norm):
+        mean, std = (tuple(t.flatten().tolist()) for t in norm)
+    model = models.load_torchvision_resnet(weights, arch, num_classes, input_shape=input_shape,
+                                           mean=mean, std=std,
+                                           source=f"{path} ({where!r} entries {prefix}model.*)")
+    return model.eval()
+
+
+def check_checkpoints(paths: Mapping) -> dict[float, Path]:
+    """Check a set of checkpoints {eps: path} before any work; return them sorted by eps.
+
+    Raises:
+        ValueError: empty mapping, or an eps that is not a number >= 0.
+        FileNotFoundError: one or more files are missing (all are listed).
+    """
+    if not isinstance(paths, Mapping) or not paths:
+        raise ValueError(f"paths: expected a non-empty dict {{eps: checkpoint path}}, got "
+                         f"{paths!r}")
+    out = {}
+    for eps, p in paths.items():
+        out[check_positive(eps, "eps", allow_zero=True)] = Path(p).expanduser()
+    missing = [f"eps {eps:g}: {p}" for eps, p in sorted(out.items()) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"expected {len(out)} checkpoint files, {len(missing)} missing: "
+                                + "; ".join(missing) + f". {_RELEASE}; download them or drop "
+                                f"those eps")
+    return dict(sorted(out.items()))
+
