@@ -328,7 +328,7 @@ def downscaled(task: Task, size: int) -> Task:
 
 
 def paper_task(name: str, root=None, *, size: int = 224, val_fraction: float = 0.1,
-               seed: int = 0, progress: bool | None = None) -> Task:
+               seed: int = 0, verify: bool = True, progress: bool | None = None) -> Task:
     """One of the paper's downstream sets (``PAPER_TASKS``), read at ``size`` x ``size``.
 
     CIFAR-10/100 come from :func:`stir_lib.data.cifar10`/``cifar100`` (``root`` holding
@@ -345,6 +345,8 @@ def paper_task(name: str, root=None, *, size: int = 224, val_fraction: float = 0
         size: side in pixels the model sees (the paper: 224).
         val_fraction: share of each class's training images used for validation.
         seed: seeds the validation split.
+        verify: check the CIFAR files against torchvision's MD5s (off only for synthetic
+            test data).
 
     Raises:
         DatasetNotFoundError: the set is not under ``root`` (the message gives the layout).
@@ -355,8 +357,8 @@ def paper_task(name: str, root=None, *, size: int = 224, val_fraction: float = 0
     tests = f"Salman et al.'s downstream set {name} at {size}x{size}"
     if name in ("cifar10", "cifar100"):
         load = getattr(data, name)
-        x, y = load("train", root)
-        xt, yt = load("test", root)
+        x, y = load("train", root, verify=verify)
+        xt, yt = load("test", root, verify=verify)
         num_classes = 10 if name == "cifar10" else 100
     else:
         folder = root_path / name
