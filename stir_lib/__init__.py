@@ -1,7 +1,7 @@
 """stir_lib: the thin shared library behind the book.
 
 One concept per module: data, models, training, attacks, spectral, similarity,
-inversion, stir, plotting, cache, results, run (the book's executor); input
+inversion, stir, transfer, plotting, cache, results, run (the book's executor); input
 checks live in validation, progress bars in progress. Notebooks hold the
 experiments; this package holds the machinery.
 """
