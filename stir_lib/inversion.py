@@ -49,12 +49,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from .attacks import eval_mode
-from .models import ImageModel
+from .models import ImageModel, device_of
 from .progress import bar
-from .validation import check_choice, check_image_batch, check_positive
+from .validation import check_choice, check_image_batch, check_int, check_positive
 
 __all__ = ["InversionResult", "SEED_KINDS", "METHODS", "invert", "relative_distance",
            "representation", "resolve_layer", "seeds"]
@@ -88,21 +87,6 @@ def resolve_layer(model: ImageModel, layer: str | None, name: str = "layer") -> 
     return layer
 
 
-def _check_count(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return value
-
-
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    if p is None:
-        p = next(model.buffers(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 # --------------------------------------------------------------------------- representations
 def _rep(model: ImageModel, x: torch.Tensor, layer: str) -> torch.Tensor:
     """Differentiable representation (N, D): spatial mean of 4-D outputs, else flattened."""
@@ -129,8 +113,8 @@ def representation(model: ImageModel, x: torch.Tensor, layer: str | None = None,
     _check_model(model)
     model.check_input(x)
     layer = resolve_layer(model, layer)
-    _check_count(batch_size, "batch_size")
-    dev = _device(model)
+    check_int(batch_size, "batch_size")
+    dev = device_of(model)
     with eval_mode(model), torch.no_grad():
         return torch.cat([_rep(model, x[i:i + batch_size].to(dev), layer)
                           for i in range(0, len(x), batch_size)])
@@ -392,11 +376,11 @@ def invert(model: ImageModel, x: torch.Tensor, layer: str | None = None, *,
     layer = resolve_layer(model, layer)
     check_choice(method, "method", METHODS)
     d_steps, d_size = _DEFAULTS[method]
-    steps = _check_count(d_steps if steps is None else steps, "steps")
+    steps = check_int(d_steps if steps is None else steps, "steps")
     step_size = check_positive(d_size if step_size is None else step_size, "step_size")
     tol = check_positive(tol, "tol", allow_zero=True)
-    patience = _check_count(patience, "patience")
-    batch_size = _check_count(batch_size, "batch_size")
+    patience = check_int(patience, "patience")
+    batch_size = check_int(batch_size, "batch_size")
     kind_used = seed_kind if start is None else "start"
     if start is None:
         start = seeds(seed_kind, x, seed, pool)
@@ -405,7 +389,7 @@ def invert(model: ImageModel, x: torch.Tensor, layer: str | None = None, *,
         if start.shape != x.shape:
             raise ValueError(f"start: expected the shape of x {tuple(x.shape)}, got "
                              f"{tuple(start.shape)}; pass one start per image")
-    dev, n = _device(model), len(x)
+    dev, n = device_of(model), len(x)
     x_prime = torch.empty_like(x)
     dist, init = torch.empty(n), torch.empty(n)
     evals = torch.zeros(n, dtype=torch.long)

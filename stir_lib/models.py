@@ -35,6 +35,14 @@ CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+def device_of(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter (else first buffer; else the CPU)."""
+    p = next(module.parameters(), None)
+    if p is None:
+        p = next(module.buffers(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 class Normalize(nn.Module):
     """Per-channel (x - mean) / std, kept inside the model so inputs stay in [0, 1]."""
 

@@ -28,7 +28,8 @@ import pandas as pd
 import torch
 
 from .attacks import eval_mode
-from .inversion import _check_model, _device, invert, representation, resolve_layer
+from .inversion import _check_model, invert, representation, resolve_layer
+from .models import device_of
 from .similarity import linear_cka
 
 __all__ = ["Score", "STIRResult", "stir", "stir_matrix"]
@@ -176,7 +177,7 @@ def stir(m1, m2, X: torch.Tensor, *, layer1: str | None = None, layer2: str | No
         r1 = representation(m1, X, layer1, batch_size=batch_size)           # (N, D1)
         r2 = representation(m2, X, layer2, batch_size=batch_size)           # (N, D2)
         cka_value = _score(cka, r1, r2)
-        X1, X2 = X.to(_device(m1)), X.to(_device(m2))
+        X1, X2 = X.to(device_of(m1)), X.to(device_of(m2))
         for s in seeds:
             inv1 = invert(m1, X1, layer1, seed=s, **kw)                       # m1(X'_1) ~ m1(X)
             s21.append(_score(cka, r2, representation(m2, inv1.x_prime, layer2,
@@ -257,7 +258,7 @@ def stir_matrix(models: Mapping[str, object], X: torch.Tensor, *,
                 C[i, j] = C[j, i] = _score(cka, reps[a], reps[names[j]])
         for i, a in enumerate(names):
             for si, s in enumerate(seeds):
-                inv = invert(models[a], X.to(_device(models[a])), lay[a], seed=s,
+                inv = invert(models[a], X.to(device_of(models[a])), lay[a], seed=s,
                              seed_kind=seed_kind, method=method, steps=steps,
                              step_size=step_size, pool=pool, batch_size=batch_size,
                              progress=progress)

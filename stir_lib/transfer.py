@@ -37,10 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import cache, data, models
-from .models import IMAGENET_MEAN, IMAGENET_SHAPE, IMAGENET_STD, ImageModel
+from .models import IMAGENET_MEAN, IMAGENET_SHAPE, IMAGENET_STD, ImageModel, device_of
 from .progress import bar
 from .training import data_fingerprint
-from .validation import check_choice, check_image_batch, check_labels, check_positive, check_tensor
+from .validation import (check_choice, check_image_batch, check_int, check_labels, check_positive,
+                         check_tensor)
 
 __all__ = ["Task", "TransferResult", "source_split", "digits_task", "faces_task",
            "low_data_task", "make_task", "downscaled", "paper_task", "fixed_feature",
@@ -113,7 +114,7 @@ class Task:
                                  f"got 0 examples")
             check_labels(y, len(x), self.num_classes, f"task {self.name!r} y_{split}")
         if self.input_size is not None:
-            _check_int(self.input_size, f"task {self.name!r} input_size")
+            check_int(self.input_size, f"task {self.name!r} input_size")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -135,14 +136,6 @@ class Task:
         sizes = ", ".join(f"{s}={len(self.split(s)[0])}" for s in ("train", "val", "test"))
         return (f"Task({self.name!r}, {sizes}, classes={self.num_classes}, "
                 f"image_shape={self.image_shape})")
-
-
-def _check_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return value
 
 
 def _check_classes(classes, name: str = "classes") -> tuple[int, ...]:
@@ -270,10 +263,10 @@ def low_data_task(seed: int = 0, per_class: int = 10, *, classes: Sequence[int] 
         test_per_class: test images per class, or None for all.
         root: MNIST data folder (see :func:`stir_lib.data.mnist`).
     """
-    per_class = _check_int(per_class, "per_class")
-    val_per_class = _check_int(val_per_class, "val_per_class")
+    per_class = check_int(per_class, "per_class")
+    val_per_class = check_int(val_per_class, "val_per_class")
     if test_per_class is not None:
-        test_per_class = _check_int(test_per_class, "test_per_class")
+        test_per_class = check_int(test_per_class, "test_per_class")
     classes = _check_classes(classes)
     x, y = data.mnist("train", root)
     xt, yt = data.mnist("test", root)
@@ -352,7 +345,7 @@ def paper_task(name: str, root=None, *, size: int = 224, val_fraction: float = 0
         DatasetNotFoundError: the set is not under ``root`` (the message gives the layout).
     """
     check_choice(name, "task name", PAPER_TASKS)
-    size = _check_int(size, "size", 8)
+    size = check_int(size, "size", 8)
     root_path = Path(root).expanduser() if root is not None else data.data_root()
     tests = f"Salman et al.'s downstream set {name} at {size}x{size}"
     if name in ("cifar10", "cifar100"):
@@ -414,11 +407,11 @@ def _hparams(lrs, epochs, batch_size, momentum, weight_decay, lr_step, seed) -> 
     momentum = check_positive(momentum, "momentum", allow_zero=True)
     if momentum >= 1:
         raise ValueError(f"momentum: expected a value in [0, 1), got {momentum}")
-    return dict(lrs=lrs, epochs=_check_int(epochs, "epochs"),
-                batch_size=_check_int(batch_size, "batch_size"), momentum=momentum,
+    return dict(lrs=lrs, epochs=check_int(epochs, "epochs"),
+                batch_size=check_int(batch_size, "batch_size"), momentum=momentum,
                 weight_decay=check_positive(weight_decay, "weight_decay", allow_zero=True),
-                lr_step=None if lr_step is None else _check_int(lr_step, "lr_step"),
-                seed=_check_int(seed, "seed", 0))
+                lr_step=None if lr_step is None else check_int(lr_step, "lr_step"),
+                seed=check_int(seed, "seed", 0))
 
 
 def _check_fits(model: ImageModel, task: Task) -> None:
@@ -445,10 +438,6 @@ def _model_fingerprint(model: nn.Module) -> str:
         + "-" + cache.config_key("keys", list(state))[:8]
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def _apply(fn: Callable, x: torch.Tensor, read, batch_size: int = 256) -> torch.Tensor:
     """fn(read(batch)) over x, batched, concatenated on the CPU (callers set eval mode)."""
@@ -472,7 +461,7 @@ def _fit(module: nn.Module, x: torch.Tensor, y: torch.Tensor, read, *, lr: float
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=lr,
                           momentum=momentum, weight_decay=weight_decay)
-    device = _device(module)
+    device = device_of(module)
     module.train()
     losses = []
     for epoch in bar(range(epochs), desc=desc, progress=progress):
@@ -498,7 +487,7 @@ def _transfer(mode: str, model: ImageModel, task: Task, hp: dict, use_cache: boo
            "task_data": task.fingerprint(), "hparams": hp,
            "code": cache.code_version(models, sys.modules[__name__])}
     entry = cache.get_or_create("transfer", key, run) if use_cache else run()
-    out = copy.deepcopy(model).replace_head(task.num_classes).to(_device(model))
+    out = copy.deepcopy(model).replace_head(task.num_classes).to(device_of(model))
     if mode == "fixed-feature":
         out.head.load_state_dict(entry["state"])
     else:
@@ -550,9 +539,9 @@ def fixed_feature(model: ImageModel, task: Task, *, lrs: Sequence[float] = (0.1,
 
     def run():
         frozen = copy.deepcopy(model).eval()
-        read = _reader(task, _device(frozen))
+        read = _reader(task, device_of(frozen))
         feats = {s: _apply(frozen.embed, task.split(s)[0], read) for s in ("train", "val", "test")}
-        device = _device(frozen)
+        device = device_of(frozen)
         on_device = (lambda f: f.to(device))  # noqa: E731 - features are stored on the CPU
         heads, val, losses = [], [], []
         for lr in hp["lrs"]:
@@ -588,11 +577,11 @@ def fine_tune(model: ImageModel, task: Task, *, lrs: Sequence[float] = (0.1, 0.0
     hp = _hparams(lrs, epochs, batch_size, momentum, weight_decay, lr_step, seed)
 
     def run():
-        read = _reader(task, _device(model))
+        read = _reader(task, device_of(model))
         best_net, val, losses = None, [], []
         for lr in hp["lrs"]:
             torch.manual_seed(hp["seed"])
-            net = copy.deepcopy(model).replace_head(task.num_classes).to(_device(model))
+            net = copy.deepcopy(model).replace_head(task.num_classes).to(device_of(model))
             for p in net.parameters():
                 p.requires_grad_(True)
             losses.append(_fit(net, task.x_train, task.y_train, read, lr=lr, epochs=hp["epochs"],

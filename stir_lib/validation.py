@@ -96,6 +96,15 @@ def check_matrix_pair(X, Y, names: tuple[str, str] = ("X", "Y")) -> None:
                          f"(examples), got {X.shape[0]} and {Y.shape[0]}")
 
 
+def check_int(value, name: str, minimum: int = 1) -> int:
+    """Return ``value`` if it is an int (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return value
+
+
 def check_positive(value, name: str, allow_zero: bool = False) -> float:
     """Return ``value`` as a float if it is > 0 (or >= 0 with ``allow_zero``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -46,16 +46,20 @@ def write_tiny_cifar10(root: Path) -> Path:
     return root
 
 
-def run_chapter(name: str, tmp_path: Path, **params):
-    build, results = tmp_path / "build", tmp_path / "results"
-    env = {**os.environ, "STIR_ROOT": str(ROOT), "STIR_BUILD": str(build),
-           "STIR_RESULTS": str(results), "STIR_PROGRESS": "0"}
+def execute(name: str, tmp_path: Path, **params) -> subprocess.CompletedProcess:
+    """``python -m stir_lib.run execute --scale paper name -p key=value ...`` in tmp_path."""
+    env = {**os.environ, "STIR_ROOT": str(ROOT), "STIR_BUILD": str(tmp_path / "build"),
+           "STIR_RESULTS": str(tmp_path / "results"), "STIR_PROGRESS": "0"}
     cmd = [sys.executable, "-m", "stir_lib.run", "execute", "--scale", "paper", name]
     for key, value in params.items():
         cmd += ["-p", f"{key}={value!r}"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def run_chapter(name: str, tmp_path: Path, **params):
+    proc = execute(name, tmp_path, **params)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    data = json.loads((results / f"{name}.json").read_text())
+    data = json.loads((tmp_path / "results" / f"{name}.json").read_text())
     assert data["scale"] == "paper" and data["claims"]
     for claim in data["claims"]:
         assert claim["verdict"] in VERDICTS, claim
@@ -92,13 +96,8 @@ def test_transfer_chapter_runs_at_paper_scale_from_robustness_checkpoints(tmp_pa
 
 
 def test_transfer_chapter_names_missing_checkpoints(tmp_path):
-    build = tmp_path / "build"
-    env = {**os.environ, "STIR_ROOT": str(ROOT), "STIR_BUILD": str(build),
-           "STIR_RESULTS": str(tmp_path / "results"), "STIR_PROGRESS": "0"}
     missing = tmp_path / "nowhere" / "resnet50_l2_eps3.ckpt"
-    proc = subprocess.run([sys.executable, "-m", "stir_lib.run", "execute", "--scale", "paper",
-                           "transfer", "-p", f"checkpoints={{3.0: {str(missing)!r}}}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = execute("transfer", tmp_path, checkpoints={3.0: str(missing)})
     assert proc.returncode != 0
     assert "transfer" in proc.stdout + proc.stderr
     assert str(missing) in proc.stdout + proc.stderr
