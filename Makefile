@@ -9,19 +9,32 @@ SCALE ?= ci
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup book execute render notebook test bench lab clean
+.PHONY: setup book execute render notebook test bench lab pdf clean
 
 setup: $(STAMP)
 
 # The virtual environment, from the exact pins of requirements/lock.txt. torch 2.13.0 (CPU)
 # comes from the local wheel folder that pip is configured with on this kind of machine, or
 # from PyPI elsewhere.
-$(STAMP): pyproject.toml requirements/lock.txt
+# Debian's chromium (headless, driven by playwright) checks the built site and prints the
+# PDF; MathJax (npm mathjax@3.2.2, SHA-256 pinned in stir_lib/site.py) is served by the
+# site itself, so its math renders with no network. The Makefile is a prerequisite so that
+# an older set-up gains new steps.
+$(STAMP): pyproject.toml requirements/lock.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements/lock.txt -e ".[book,test]"
 	$(PY) -m ipykernel install --sys-prefix --name stir-lib --display-name "Python (stir-lib)" >/dev/null
 	mkdir -p $(VENV)/share/jupyter/lab/settings
 	cp .jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if ! command -v apt-get >/dev/null; then \
+	    echo "make setup: expected apt-get to install Debian's chromium (the site check and make pdf need /usr/bin/chromium), got no apt-get; install Chromium at /usr/bin/chromium, then run make setup again" >&2; exit 1; fi; \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "make setup: expected root to apt-get install chromium, got user $$(id -un); run: sudo apt-get install -y --no-install-recommends chromium, then make setup" >&2; exit 1; fi; \
+	  echo "apt-get install -y --no-install-recommends chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	fi
+	$(PY) -m stir_lib.site install-mathjax
 	touch $(STAMP)
 
 book: setup
@@ -32,6 +45,11 @@ execute: setup
 
 render: setup
 	$(PY) -m stir_lib.run render
+
+# The whole book as one A4 PDF (_build/pdf/book.pdf), from the stage of the last render
+# (rendered again first if it is missing or stale), printed by headless Chromium.
+pdf: setup
+	$(PY) -m stir_lib.site pdf
 
 # Re-run one notebook (and the summary pages), e.g. make notebook NB=blind_spots SCALE=smoke
 notebook: setup

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import threads
 from .progress import bar
 from .validation import check_choice, check_image_batch, check_labels, check_positive
 
@@ -35,18 +36,25 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
-    """Predicted labels (N,), batched, in eval mode."""
-    with eval_mode(model):
-        return torch.cat([model(x[i:i + batch_size]).argmax(1)
-                          for i in range(0, len(x), batch_size)]) if len(x) else \
-            torch.empty(0, dtype=torch.long)
+    """Predicted labels (N,) on ``x``'s device, batched on the model's device, in eval mode."""
+    dev = _device(model)
+    if not len(x):
+        return torch.empty(0, dtype=torch.long, device=x.device)
+    with eval_mode(model), threads.use("parallel"):
+        return torch.cat([model(x[i:i + batch_size].to(dev)).argmax(1).to(x.device)
+                          for i in range(0, len(x), batch_size)])
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> float:
-    """Fraction of ``x`` classified as ``y``."""
-    return float((predict(model, x, batch_size) == y).float().mean())
+    """Fraction of ``x`` classified as ``y`` (any devices)."""
+    return float((predict(model, x, batch_size) == y.to(x.device)).float().mean())
 
 
 def rms_distortion(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
@@ -58,10 +66,11 @@ def gaussian_noise(x: torch.Tensor, std: float, seed: int = 0) -> torch.Tensor:
     """x + N(0, std^2) per pixel, clipped to [0, 1] (Szegedy et al.'s noise baseline).
 
     Clipping lowers the realised RMS distortion a little; measure it with
-    :func:`rms_distortion` rather than assuming ``std``.
+    :func:`rms_distortion` rather than assuming ``std``. The noise is drawn on the CPU
+    from its own seeded generator, so a seed gives the same images on every device.
     """
     g = torch.Generator().manual_seed(seed)
-    return (x + std * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    return (x + std * torch.randn(x.shape, generator=g).to(x.device)).clamp(0, 1)
 
 
 # ------------------------------------------------------------------------ PGD
@@ -77,15 +86,20 @@ class _Norm:
 
 
 def _l2_sample(x, eps, g):
-    d = torch.randn(x.shape, generator=g)
-    u = torch.rand((len(x),) + (1,) * (x.ndim - 1), generator=g) ** (1 / x[0].numel())
+    d = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+    u = torch.rand((len(x),) + (1,) * (x.ndim - 1), generator=g, device=x.device,
+                   dtype=x.dtype) ** (1 / x[0].numel())
     return eps * u * d / _l2_norm(d)
+
+
+def _linf_sample(x, eps, g):
+    return (2 * torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype) - 1) * eps
 
 
 _NORMS = {
     "linf": _Norm(step=torch.sign,
                   project=lambda d, eps: d.clamp(-eps, eps),
-                  sample=lambda x, eps, g: (2 * torch.rand(x.shape, generator=g) - 1) * eps),
+                  sample=_linf_sample),
     "l2": _Norm(step=lambda grad: grad / _l2_norm(grad),
                 project=lambda d, eps: d * (eps / _l2_norm(d)).clamp(max=1.0),
                 sample=_l2_sample),
@@ -106,7 +120,11 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2",
         steps: number of gradient steps.
         step_size: step length; default 2.5 * eps / steps (Madry et al.'s rule).
         loss: ``loss(logits, y) -> (N,)`` per-example loss to ascend; default cross-entropy.
-        seed: seeds the random start.
+        seed: seeds the random start, drawn on ``x``'s device from its own generator (the
+            same seed gives other numbers on another device type).
+
+    ``x`` and ``y`` must be on the model's device (training loops move each batch there);
+    the result is on that device too.
 
     Returns:
         Adversarial images (N, C, H, W) in [0, 1] with ||x_adv - x|| <= eps.
@@ -120,10 +138,14 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "l2",
     alpha = step_size if step_size is not None else 2.5 * eps / steps
     loss = loss or (lambda logits, t: F.cross_entropy(logits, t, reduction="none"))
     sign = -1.0 if targeted else 1.0
-    g = torch.Generator().manual_seed(seed)
+    dev = _device(model)
+    if x.device != dev or y.device != dev:
+        raise ValueError(f"pgd: expected x and y on the model's device {dev}, got {x.device} "
+                         f"and {y.device}; move them with .to({str(dev)!r})")
+    g = torch.Generator(device=dev).manual_seed(seed)
     delta = geometry.sample(x, eps, g) if random_start else torch.zeros_like(x)
     delta = (x + delta).clamp(0, 1) - x
-    with eval_mode(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad(), threads.use("parallel"):
         for _ in range(steps):
             delta.requires_grad_(True)
             objective = sign * loss(model(x + delta), y).sum()
@@ -173,7 +195,7 @@ def _box_lbfgs(fun, z0, lower, upper, *, max_iter, history, pgtol, ftol):
         (z, evaluations): the final iterates (N, D) and the number of calls of ``fun``.
     """
     z_out = z0.clone()
-    idx = torch.arange(len(z0))             # rows still being optimised
+    idx = torch.arange(len(z0), device=z0.device)  # rows still being optimised
     z, lo, hi = z0.clone(), lower, upper
     f, g = fun(z, idx)
     evals = 1
@@ -201,8 +223,8 @@ def _box_lbfgs(fun, z0, lower, upper, *, max_iter, history, pgtol, ftol):
         if bad.any():
             d[bad] = -gf[bad] / gf[bad].norm(dim=1, keepdim=True).clamp_min(1e-12)
         # projected Armijo backtracking, all rows together
-        t = torch.ones(len(idx), dtype=z.dtype)
-        accepted = torch.zeros(len(idx), dtype=torch.bool)
+        t = torch.ones(len(idx), dtype=z.dtype, device=z.device)
+        accepted = torch.zeros(len(idx), dtype=torch.bool, device=z.device)
         z_new, f_new, g_new = z.clone(), f.clone(), g.clone()
         for k in range(20):
             if k == 0:  # every row tries the full step: no gathers
@@ -306,15 +328,19 @@ def lbfgs_min_distortion(model: nn.Module, x: torch.Tensor, target: torch.Tensor
         batch_size: examples optimised together.
         progress: show a progress bar; None shows it only on a terminal.
 
+    The attack runs on the model's device (float64 there: CUDA and the CPU support it),
+    one batch of ``x`` at a time; the returned tensors are on ``x``'s device.
+
     Returns:
         :class:`LBFGSResult` with the adversarial images.
     """
     check_image_batch(x, "x")
+    dev = _device(model)
     net = copy.deepcopy(model).double().eval()  # float64, so scipy's tolerances mean something
     for p in net.parameters():
         p.requires_grad_(False)
     with torch.no_grad():
-        num_classes = net(x[:1].double()).shape[1] if len(x) else 1
+        num_classes = net(x[:1].to(dev).double()).shape[1] if len(x) else 1
     check_labels(target, len(x), num_classes, "target")
     check_positive(c_init, "c_init")
     check_choice(loss, "loss", ("margin", "ce"))
@@ -323,19 +349,20 @@ def lbfgs_min_distortion(model: nn.Module, x: torch.Tensor, target: torch.Tensor
         raise ValueError(f"expected search_steps >= 1 and max_iter >= 1, got "
                          f"{search_steps} and {max_iter}")
     out = x.clone()
-    c_kept = torch.full((len(x),), float("nan"))
+    c_kept = torch.full((len(x),), float("nan"), device=x.device)
     evals = 0
     pbar = bar(total=len(x) * search_steps, desc="L-BFGS attack", progress=progress)
+    f64 = dict(dtype=torch.float64, device=dev)
     for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size]
-        tb = target[start:start + batch_size]
+        xb = x[start:start + batch_size].to(dev)
+        tb = target[start:start + batch_size].to(dev)
         shape, nb = xb.shape, len(xb)
         x0 = xb.flatten(1).double()
         lower, upper = torch.zeros_like(x0), torch.ones_like(x0)
-        c = torch.full((nb,), float(c_init), dtype=torch.float64)
-        lo = torch.zeros(nb, dtype=torch.float64)
-        hi = torch.full((nb,), math.inf, dtype=torch.float64)
-        best = torch.full((nb,), math.inf, dtype=torch.float64)
+        c = torch.full((nb,), float(c_init), **f64)
+        lo = torch.zeros(nb, **f64)
+        hi = torch.full((nb,), math.inf, **f64)
+        best = torch.full((nb,), math.inf, **f64)
 
         for _ in range(search_steps):
             def fun(z, rows, c=c, x0=x0, tb=tb, shape=shape):
@@ -348,8 +375,9 @@ def lbfgs_min_distortion(model: nn.Module, x: torch.Tensor, target: torch.Tensor
                 fval = c[rows] * r.pow(2).sum(1) + lf.detach()
                 return fval, grad + 2 * c[rows, None] * r
 
-            z, n_eval = _box_lbfgs(fun, x0.clone(), lower, upper, max_iter=max_iter,
-                                   history=history, pgtol=pgtol, ftol=ftol)
+            with threads.use("parallel"):
+                z, n_eval = _box_lbfgs(fun, x0.clone(), lower, upper, max_iter=max_iter,
+                                       history=history, pgtol=pgtol, ftol=ftol)
             evals += n_eval
             with torch.no_grad():
                 hit = net(z.view(shape)).argmax(1) == tb
@@ -357,8 +385,9 @@ def lbfgs_min_distortion(model: nn.Module, x: torch.Tensor, target: torch.Tensor
             better = hit & (norm < best)
             best[better] = norm[better]
             sl = slice(start, start + nb)
-            out[sl][better] = z[better].float().view(-1, *shape[1:])
-            c_kept[sl][better] = c[better].float()
+            better_x = better.to(x.device)
+            out[sl][better_x] = z[better].to(x).view(-1, *shape[1:])
+            c_kept[sl][better_x] = c[better].float().to(x.device)
             lo = torch.where(hit, c, lo)
             hi = torch.where(hit, hi, c)
             c = torch.where(torch.isinf(hi), c * 10,

@@ -7,22 +7,33 @@ the key changes, so a stale entry is never found.
 
 Each entry is a folder ``<root>/<kind>/<key>/`` with ``payload.pt`` (loaded with
 ``torch.load(weights_only=True)``: no pickled code runs) and ``meta.json`` (the
-configuration and the payload's SHA-256). Entries are written to a temporary
-folder and renamed into place, so an interrupted run leaves no entry; an entry
-whose payload is missing or whose checksum does not match is deleted and
-recomputed, never used.
+configuration, the payload's SHA-256 and where and when it was computed: host, device,
+job id, seconds). An entry whose payload is missing or whose checksum does not match
+is deleted and recomputed, never used.
+
+Concurrent writers (several jobs of a cluster on one network filesystem) are safe
+without locks: an entry is written once, completely, into a temporary folder beside
+it (``.<key>.<host>.<pid>.<random>``) and published by one ``rename``, which either
+succeeds or finds that another job published the entry first; then the loser deletes
+its copy and returns the winner's payload. A job killed mid-write leaves only a
+temporary folder, which no reader opens (:func:`clean_temporaries` removes old ones).
+Long computations (training) checkpoint to ``checkpoint_path(kind, config)`` so that a
+re-run resumes where the killed one stopped.
 
 The root is ``$STIR_CACHE`` if set, else ``~/.cache/stir_lib``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import inspect
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +41,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["cache_root", "code_version", "config_key", "get_or_create", "entry_path"]
+__all__ = ["cache_root", "code_version", "config_key", "get_or_create", "entry_path", "exists",
+           "checkpoint_path", "provenance", "entries", "clean_temporaries", "fingerprint",
+           "load_entry", "tag_model", "model_identity"]
 
 
 def cache_root() -> Path:
@@ -44,6 +57,16 @@ def code_version(*objects) -> str:
     h = hashlib.sha256()
     for obj in objects:
         h.update(inspect.getsource(obj).encode())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """SHA-256 (first 16 hex digits) of the tensors' shapes, dtypes and bytes (any device)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().contiguous().cpu()
+        h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 
 
@@ -97,28 +120,135 @@ def _load(path: Path):
         return None
 
 
-def get_or_create(kind: str, config: Any, create: Callable[[], Any]):
+def exists(kind: str, config: Any) -> bool:
+    """True if a complete entry for ``(kind, config)`` is present (meta and payload files).
+
+    Cheap: the checksum is verified when the entry is loaded, not here.
+    """
+    path = entry_path(kind, config)
+    return (path / "meta.json").is_file() and (path / "payload.pt").is_file()
+
+
+def checkpoint_path(kind: str, config: Any) -> Path:
+    """File where a long computation of ``(kind, config)`` keeps its resumable state."""
+    path = entry_path(kind, config)
+    return path.parent / f".{path.name}.checkpoint.pt"
+
+
+def provenance(device: Any = None) -> dict:
+    """Where and when this process computes: host, device, job id (SLURM / submitit), pid."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if job:
+        job = f"{job}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    else:
+        job = os.environ.get("SLURM_JOB_ID") or os.environ.get("STIR_JOB_ID")
+    return {"host": socket.gethostname(), "device": str(device) if device is not None else "cpu",
+            "job": job, "pid": os.getpid(), "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def _publish(tmp: Path, path: Path) -> bool:
+    """Rename ``tmp`` to ``path``; False if another writer published ``path`` first."""
+    try:
+        os.rename(tmp, path)
+        return True
+    except OSError as err:
+        if err.errno in (errno.ENOTEMPTY, errno.EEXIST) or path.exists():
+            return False
+        raise
+
+
+def get_or_create(kind: str, config: Any, create: Callable[[], Any], *,
+                  device: Any = None):
     """Return the cached payload for ``(kind, config)``, creating it if needed.
 
     ``create()`` must return something ``torch.save`` can store and
     ``torch.load(weights_only=True)`` can read: tensors, numbers, strings and
-    lists/dicts of them (a state dict, not a module).
+    lists/dicts of them (a state dict, not a module). ``device`` is recorded in the
+    entry's provenance (it is not part of the key).
     """
     path = entry_path(kind, config)
     if path.exists():
         value = _load(path)
         if value is not None:
             return value
+    t0 = time.perf_counter()
     value = create()
+    seconds = time.perf_counter() - t0
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{socket.gethostname()}.{os.getpid()}.",
+                                dir=path.parent))
     try:
         torch.save(value, tmp / "payload.pt")
-        meta = {"kind": kind, "config": _canonical(config), "sha256": _sha256(tmp / "payload.pt")}
+        meta = {"kind": kind, "config": _canonical(config), "sha256": _sha256(tmp / "payload.pt"),
+                "computed": {**provenance(device), "seconds": round(seconds, 2)}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if path.exists():  # a concurrent run finished first; keep one
-            shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
+        for _ in range(3):
+            if _publish(tmp, path):
+                break
+            winner = _load(path)     # another job finished first: use its entry
+            if winner is not None:
+                return winner
+        else:
+            raise OSError(f"cache: could not publish {path} (a corrupt entry keeps reappearing)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    checkpoint_path(kind, config).unlink(missing_ok=True)
     return value
+
+
+def entries(kind: str | None = None) -> list[dict]:
+    """Every complete entry's kind, key and provenance (from meta.json), newest first."""
+    root = cache_root()
+    out = []
+    for meta_file in root.glob(f"{kind or '*'}/*/meta.json"):
+        if meta_file.parent.name.startswith("."):
+            continue
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, ValueError):
+            continue
+        out.append({"kind": meta.get("kind", meta_file.parent.parent.name),
+                    "key": meta_file.parent.name, **meta.get("computed", {})})
+    return sorted(out, key=lambda e: str(e.get("when", "")), reverse=True)
+
+
+def clean_temporaries(max_age_hours: float = 24.0) -> int:
+    """Delete temporary folders of killed writers older than ``max_age_hours``; count them."""
+    root, now, n = cache_root(), time.time(), 0
+    for tmp in root.glob("*/.*"):
+        if tmp.is_dir() and now - tmp.stat().st_mtime > 3600 * max_age_hours:
+            shutil.rmtree(tmp, ignore_errors=True)
+            n += 1
+    return n
+
+
+def load_entry(kind: str, key: str):
+    """The payload of the entry with digest ``key`` (as :func:`config_key` returns), or None."""
+    path = cache_root() / kind / key
+    return _load(path) if path.exists() else None
+
+
+def _weights_fingerprint(model: torch.nn.Module) -> str:
+    state = model.state_dict()
+    return (fingerprint(*state.values()) + "-" + config_key("arch", repr(model))[:8]
+            + "-" + config_key("keys", list(state))[:8])
+
+
+def tag_model(model: torch.nn.Module, key: str) -> None:
+    """Mark ``model`` as the cached model ``key`` (with its weights' fingerprint)."""
+    model._stir_cache_tag = (key, _weights_fingerprint(model))
+
+
+def model_identity(model: torch.nn.Module) -> str:
+    """A string that determines the model's function, for keys of results computed from it.
+
+    ``"model:<key>"`` for a model loaded by :func:`stir_lib.training.trained_model` whose
+    weights are still those it was loaded with (checked by their fingerprint), so that
+    a job planned before the model existed has the same key; else
+    ``"weights:<fingerprint of weights, architecture and key names>"``.
+    """
+    tag = getattr(model, "_stir_cache_tag", None)
+    weights = _weights_fingerprint(model)
+    if tag is not None and tag[1] == weights:
+        return f"model:{tag[0]}"
+    return f"weights:{weights}"

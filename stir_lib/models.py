@@ -21,18 +21,39 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import torch
+import torchvision.models as tv_models
 from torch import nn
 
 from .validation import check_choice, check_image_batch
 
 __all__ = ["ImageModel", "Normalize", "create_model", "list_models", "register_model",
-           "model_info", "imagenet_resnet", "load_torchvision_resnet", "IMAGENET_RESNETS"]
+           "model_info", "imagenet_resnet", "load_torchvision_resnet", "IMAGENET_RESNETS",
+           "wrap_torchvision_resnet", "wrap_torchvision_alexnet", "load_torchvision_alexnet",
+           "resolve_device", "device_of"]
 
 MNIST_SHAPE = (1, 28, 28)
 CIFAR_SHAPE = (3, 32, 32)
 IMAGENET_SHAPE = (3, 224, 224)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def resolve_device(device=None) -> torch.device:
+    """``None`` or ``"cpu"``: the CPU; ``"auto"``: CUDA when available, else the CPU; any
+    other torch device spec as given (``"cuda:1"``, ``torch.device(...)``)."""
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device: expected 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device, "
+                         f"got {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine; use "
+                         f"device='auto' or 'cpu'")
+    return dev
 
 
 def device_of(module: nn.Module) -> torch.device:
@@ -307,224 +328,128 @@ register_model("vgg16_cifar", "VGG-16 (BatchNorm) for 32x32 inputs")(lambda **kw
 register_model("vgg19_cifar", "VGG-19 (BatchNorm) for 32x32 inputs")(lambda **kw: vgg("vgg19", **kw))
 
 
-@register_model("alexnet", "AlexNet with torchvision's layer layout and state-dict keys")
-def alexnet(num_classes: int = 1000, input_shape: Sequence[int] = IMAGENET_SHAPE) -> ImageModel:
-    """AlexNet as torchvision builds it (Krizhevsky et al. 2012, one-GPU variant).
+# --------------------------------------------------------------------------- torchvision models
+def _load_tv(tv: nn.Module, state: dict, what: str, source: str) -> None:
+    """Load ``state`` into torchvision's module ``tv`` after checking every key and shape.
 
-    Stages ``features`` and ``classifier`` keep torchvision's module indices, so
-    :func:`stir_lib.models.load_torchvision_alexnet` maps its state dict one to one.
+    BatchNorm ``num_batches_tracked`` counters may be absent (files from older torch);
+    anything else that does not match is a ValueError listing the first missing and
+    unexpected keys and shape mismatches, in torchvision's key names.
     """
-    features = nn.Sequential(
-        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(inplace=False), nn.MaxPool2d(3, 2),
-        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2))
-    classifier = nn.Sequential(
-        nn.AdaptiveAvgPool2d(6), nn.Flatten(), nn.Dropout(), nn.Linear(256 * 36, 4096), nn.ReLU(),
-        nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU())
-    return ImageModel([("features", features), ("classifier", classifier)],
-                      nn.Linear(4096, num_classes), input_shape, IMAGENET_MEAN, IMAGENET_STD)
-
-
-def load_torchvision_alexnet(path, map_location="cpu") -> ImageModel:
-    """Load torchvision-format AlexNet weights (a state-dict file) into :func:`alexnet`.
-
-    torchvision's keys ``features.i.*`` and ``classifier.{1,4,6}.*`` map to our
-    ``body.features.i.*``, ``body.classifier.{3,6}.*`` and ``head.*``. A file of
-    the wrong architecture is a ValueError naming the mismatched keys.
-    """
-    state = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
-    mapping = {"classifier.1.": "body.classifier.3.", "classifier.4.": "body.classifier.6.",
-               "classifier.6.": "head."}
-    ours = {}
-    for k, v in state.items():
-        for src, dst in mapping.items():
-            if k.startswith(src):
-                ours[dst + k[len(src):]] = v
-                break
-        else:
-            ours["body." + k] = v
-    model = alexnet(num_classes=ours.get("head.weight", torch.empty(1000, 1)).shape[0])
-    expected = {k: v.shape for k, v in model.state_dict().items() if "normalize" not in k}
-    got = {k: v.shape for k, v in ours.items()}
-    missing = sorted(set(expected) - set(got))
+        raise ValueError(f"{source}: expected a state dict, got {type(state).__name__}")
+    expected = {k: v.shape for k, v in tv.state_dict().items()}
+    got = {k: getattr(v, "shape", None) for k, v in state.items()}
+    missing = sorted(k for k in set(expected) - set(got) if not k.endswith("num_batches_tracked"))
     unexpected = sorted(set(got) - set(expected))
     wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
     if missing or unexpected or wrong:
         raise ValueError(
-            f"{path}: expected torchvision AlexNet weights; missing keys {missing[:4]}, "
-            f"unexpected keys {unexpected[:4]}, wrong shapes "
-            f"{[(k, tuple(got[k]), tuple(expected[k])) for k in wrong[:4]]}")
-    model.load_state_dict(ours, strict=False)
-    return model
+            f"{source}: expected {what} weights; got {len(missing)} missing keys "
+            f"{missing[:4]}, {len(unexpected)} unexpected keys {unexpected[:4]}, {len(wrong)} "
+            f"wrong shapes (key, in the file, expected) "
+            f"{[(k, tuple(got[k] or ()), tuple(expected[k])) for k in wrong[:4]]}; check the "
+            f"architecture and num_classes")
+    tv.load_state_dict(state, strict=False)   # only the optional counters can be absent
 
 
-# --------------------------------------------------------------------------- ImageNet ResNets
-class ImageNetBasicBlock(nn.Module):
-    """torchvision's ResNet-18/34 block: two 3x3 convs with BatchNorm, 1x1 ``downsample`` skip.
+def wrap_torchvision_alexnet(tv: nn.Module, input_shape: Sequence[int] = IMAGENET_SHAPE,
+                             mean=IMAGENET_MEAN, std=IMAGENET_STD) -> ImageModel:
+    """torchvision's AlexNet as an :class:`ImageModel`, sharing its modules.
 
-    Submodule names (conv1, bn1, conv2, bn2, downsample.0/.1) are torchvision's, so state
-    dicts map one to one; the skip is ``downsample`` here, ``shortcut`` in :class:`BasicBlock`.
+    Stages ``features`` (torchvision's ``features``) and ``classifier`` (its ``avgpool``,
+    a flatten, and ``classifier[0:6]``); the head is ``classifier[6]``. In-place ReLUs
+    become out-of-place (same function), so intermediate outputs can be read.
     """
-
-    expansion = 1
-
-    def __init__(self, c_in: int, planes: int, stride: int = 1, base_width: int = 64):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = _downsample(c_in, planes, stride)
-
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        skip = x if self.downsample is None else self.downsample(x)
-        return torch.relu(out + skip)
+    for m in tv.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    cls = list(tv.classifier.children())
+    body_cls = nn.Sequential(tv.avgpool, nn.Flatten(), *cls[:-1])
+    return ImageModel([("features", tv.features), ("classifier", body_cls)], cls[-1],
+                      input_shape, mean, std)
 
 
-class Bottleneck(nn.Module):
-    """torchvision's ResNet-50 block (v1.5: the stride sits on the 3x3 conv).
+@register_model("alexnet", "torchvision's AlexNet (Krizhevsky et al. 2012, one-GPU variant)")
+def alexnet(num_classes: int = 1000, input_shape: Sequence[int] = IMAGENET_SHAPE) -> ImageModel:
+    """torchvision's AlexNet, randomly initialised, as an :class:`ImageModel`."""
+    return wrap_torchvision_alexnet(tv_models.alexnet(weights=None, num_classes=num_classes),
+                                    input_shape)
 
-    1x1 conv to ``width = planes * base_width / 64`` channels, 3x3 conv, 1x1 conv to
-    ``4 * planes``; ``base_width`` 128 or 256 gives the wide ResNets (Zagoruyko &
-    Komodakis 2016) WRN-50-2 and WRN-50-4 with the same output width.
+
+def load_torchvision_alexnet(path, map_location="cpu") -> ImageModel:
+    """Load torchvision-format AlexNet weights (a state-dict file) into torchvision's AlexNet.
+
+    A file of the wrong architecture is a ValueError naming the mismatched keys (from
+    torchvision's own ``load_state_dict``).
     """
-
-    expansion = 4
-
-    def __init__(self, c_in: int, planes: int, stride: int = 1, base_width: int = 64):
-        super().__init__()
-        width = planes * base_width // 64
-        self.conv1 = nn.Conv2d(c_in, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.downsample = _downsample(c_in, planes * 4, stride)
-
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = torch.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        skip = x if self.downsample is None else self.downsample(x)
-        return torch.relu(out + skip)
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    head = state.get("classifier.6.weight")
+    tv = tv_models.alexnet(weights=None,
+                           num_classes=head.shape[0] if isinstance(head, torch.Tensor) else 1000)
+    _load_tv(tv, state, "torchvision AlexNet", str(path))
+    return wrap_torchvision_alexnet(tv).eval()
 
 
-def _downsample(c_in: int, c_out: int, stride: int) -> nn.Module | None:
-    if stride == 1 and c_in == c_out:
-        return None
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+def _wrn50_4(num_classes: int = 1000) -> nn.Module:
+    """WRN-50-4 (Zagoruyko & Komodakis 2016, as in Salman et al.): torchvision's ResNet class
+    with Bottleneck blocks [3, 4, 6, 3] and a group width of 4 x 64."""
+    return tv_models.resnet.ResNet(tv_models.resnet.Bottleneck, [3, 4, 6, 3],
+                                   width_per_group=64 * 4, num_classes=num_classes)
 
 
-# arch -> (block, blocks per stage, base width); the ImageNet sources of Salman et al. 2020
+# arch -> torchvision builder; the ImageNet sources of Salman et al. 2020
 IMAGENET_RESNETS = {
-    "resnet18": (ImageNetBasicBlock, (2, 2, 2, 2), 64),
-    "resnet50": (Bottleneck, (3, 4, 6, 3), 64),
-    "wide_resnet50_2": (Bottleneck, (3, 4, 6, 3), 128),
-    "wide_resnet50_4": (Bottleneck, (3, 4, 6, 3), 256),
+    "resnet18": tv_models.resnet18,
+    "resnet50": tv_models.resnet50,
+    "wide_resnet50_2": tv_models.wide_resnet50_2,
+    "wide_resnet50_4": _wrn50_4,
 }
+
+
+def wrap_torchvision_resnet(tv: nn.Module, input_shape: Sequence[int] = IMAGENET_SHAPE,
+                            mean=IMAGENET_MEAN, std=IMAGENET_STD) -> ImageModel:
+    """A torchvision ResNet as an :class:`ImageModel`, sharing its modules.
+
+    Stages: ``stem`` (conv1, bn1, relu, maxpool), ``layer1``..``layer4``, ``pool``
+    (global average and flatten: 512-d for ResNet-18, 2048-d for the others); the head
+    is torchvision's ``fc``.
+    """
+    stem = nn.Sequential(OrderedDict([("conv1", tv.conv1), ("bn1", tv.bn1), ("relu", tv.relu),
+                                      ("maxpool", tv.maxpool)]))
+    stages = [("stem", stem)] + [(f"layer{i}", getattr(tv, f"layer{i}")) for i in range(1, 5)]
+    stages.append(("pool", nn.Sequential(tv.avgpool, nn.Flatten())))
+    return ImageModel(stages, tv.fc, input_shape, mean, std)
 
 
 def imagenet_resnet(arch: str = "resnet50", num_classes: int = 1000,
                     input_shape: Sequence[int] = IMAGENET_SHAPE, mean=IMAGENET_MEAN,
                     std=IMAGENET_STD) -> ImageModel:
-    """ImageNet ResNet (He et al. 2016) laid out as torchvision builds it.
+    """torchvision's ImageNet ResNet (He et al. 2016), randomly initialised, as an ImageModel.
 
-    Not in the registry (the wide ones have 69M and 223M weights); build by ``arch``.
-
-    Stages: ``stem`` (conv1 7x7/2, bn1, relu, maxpool 3x3/2), ``layer1``..``layer4``,
-    ``pool`` (global average, (N, 512 * expansion): 512 for ResNet-18, 2048 for the
-    others). torchvision's state-dict keys map one to one with
-    :func:`torchvision_resnet_keys`. Initialisation is torchvision's (Kaiming normal,
-    fan-out, for convs; BatchNorm weight 1, bias 0).
-
-    Args:
-        arch: one of ``IMAGENET_RESNETS``.
-        num_classes: outputs of the linear head.
-        input_shape: (C, H, W); any H, W >= 32 works (global pooling).
-        mean, std: per-channel normalisation inside the model; default ImageNet's.
+    Not in the registry (the wide ones have 69M and 223M weights); build by ``arch``, one
+    of ``IMAGENET_RESNETS``. Any input side >= 32 works (global pooling).
     """
     check_choice(arch, "arch", IMAGENET_RESNETS)
-    block, blocks, base_width = IMAGENET_RESNETS[arch]
-    stem = nn.Sequential(OrderedDict([
-        ("conv1", nn.Conv2d(input_shape[0], 64, 7, 2, 3, bias=False)),
-        ("bn1", nn.BatchNorm2d(64)), ("relu", nn.ReLU()), ("maxpool", nn.MaxPool2d(3, 2, 1))]))
-    stages: list[tuple[str, nn.Module]] = [("stem", stem)]
-    c = 64
-    for i, n in enumerate(blocks):
-        planes = 64 * 2 ** i
-        layers = [block(c, planes, 1 if i == 0 else 2, base_width)]
-        c = planes * block.expansion
-        layers += [block(c, planes, 1, base_width) for _ in range(n - 1)]
-        stages.append((f"layer{i + 1}", nn.Sequential(*layers)))
-    stages.append(("pool", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())))
-    model = ImageModel(stages, nn.Linear(c, num_classes), input_shape, mean, std)
-    for m in model.body.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-    return model
-
-
-def torchvision_resnet_keys(state: dict) -> dict:
-    """torchvision ResNet keys -> ours: ``conv1.*``/``bn1.*`` -> ``body.stem.*``,
-    ``layerK.*`` -> ``body.layerK.*``, ``fc.*`` -> ``head.*``. Other keys pass unchanged
-    (they will show up as unexpected)."""
-    out = {}
-    for k, v in state.items():
-        if k.startswith(("conv1.", "bn1.")):
-            k = "body.stem." + k
-        elif k.startswith(("layer1.", "layer2.", "layer3.", "layer4.")):
-            k = "body." + k
-        elif k.startswith("fc."):
-            k = "head." + k[len("fc."):]
-        out[k] = v
-    return out
+    return wrap_torchvision_resnet(IMAGENET_RESNETS[arch](num_classes=num_classes),
+                                   input_shape, mean, std)
 
 
 def load_torchvision_resnet(state: dict, arch: str = "resnet50", num_classes: int = 1000, *,
                             input_shape: Sequence[int] = IMAGENET_SHAPE, mean=IMAGENET_MEAN,
                             std=IMAGENET_STD, source: str = "state dict") -> ImageModel:
-    """Build :func:`imagenet_resnet` and load a torchvision-format ResNet state dict into it.
+    """Load a torchvision-format ResNet state dict into torchvision's own module of ``arch``.
 
     BatchNorm ``num_batches_tracked`` counters may be absent (older files); everything
     else must match exactly.
 
     Raises:
-        ValueError: the keys or shapes are not those of ``arch`` (the message lists the
-            first missing and unexpected keys and shape mismatches, in torchvision names).
+        ValueError: the keys or shapes are not those of ``arch`` (torchvision's message,
+            which lists the missing and unexpected keys and the shape mismatches).
     """
-    model = imagenet_resnet(arch, num_classes, input_shape, mean, std)
-    ours = torchvision_resnet_keys(state)
-    expected = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("normalize.")}
-    got = {k: getattr(v, "shape", None) for k, v in ours.items()}
-    missing = sorted(k for k in set(expected) - set(got) if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(set(got) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
-    if missing or unexpected or wrong:
-        tv = _torchvision_resnet_key
-        raise ValueError(
-            f"{source}: expected torchvision {arch} weights with {num_classes} classes; got "
-            f"{len(missing)} missing keys {[tv(k) for k in missing[:4]]}, {len(unexpected)} "
-            f"unexpected keys {[tv(k) for k in unexpected[:4]]}, {len(wrong)} wrong shapes "
-            f"(key, in the file, expected) "
-            f"{[(tv(k), tuple(got[k] or ()), tuple(expected[k])) for k in wrong[:4]]}; "
-            f"check arch (one of {list(IMAGENET_RESNETS)}) and num_classes")
-    model.load_state_dict(ours, strict=False)
-    return model
-
-
-def _torchvision_resnet_key(k: str) -> str:
-    """Our key -> torchvision's, the inverse of :func:`torchvision_resnet_keys` (for messages)."""
-    for ours, theirs in (("body.stem.", ""), ("body.", ""), ("head.", "fc.")):
-        if k.startswith(ours):
-            return theirs + k[len(ours):]
-    return k
+    check_choice(arch, "arch", IMAGENET_RESNETS)
+    tv = IMAGENET_RESNETS[arch](num_classes=num_classes)
+    _load_tv(tv, state, f"torchvision {arch} with {num_classes} classes", source)
+    return wrap_torchvision_resnet(tv, input_shape, mean, std)

@@ -177,6 +177,9 @@ def render(root: Path) -> None:
     for item in ("_config.yml", "_toc.yml", "book"):
         src = root / item
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, stage / item)
+    from stir_lib import site
+
+    site.install_mathjax(stage)  # served from the site's _static: no CDN, works offline
     (stage / "notebooks").mkdir()
     missing = []
     for name in toc_notebooks(root):

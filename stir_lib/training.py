@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import attacks, cache, models
+from . import attacks, cache, models, threads
 from .attacks import pgd
 from .models import ImageModel, create_model
 from .progress import bar
 from .validation import check_choice, check_image_batch, check_labels
 
-__all__ = ["TrainConfig", "train", "trained_model", "data_fingerprint"]
+__all__ = ["TrainConfig", "TrainedModel", "train", "trained_model", "model_key", "data_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,14 @@ class TrainConfig:
 
     epochs: int = 20                 # passes over the training set
     batch_size: int = 128
-    optimizer: str = "adam"          # "adam" or "sgd" (momentum 0.9, Nesterov off)
+    optimizer: str = "adam"          # "adam" or "sgd" (with ``momentum``, Nesterov off)
     lr: float = 1e-3                 # peak learning rate
-    lr_schedule: str = "cosine"      # "cosine" (to 0 over the run) or "constant"
+    lr_schedule: str = "cosine"      # "cosine" (to 0 over the run), "constant", or "step"
+    #                                  (divided by 10 every ``lr_step`` epochs)
+    lr_step: int = 0                 # epochs between /10 cuts of the "step" schedule
+    momentum: float = 0.9            # SGD momentum
+    optim_weight_decay: float = 0.0  # the optimiser's own weight_decay (torch's SGD/Adam
+    #                                  semantics: + wd * p on every trained parameter's gradient)
     weight_decay: float | tuple = 0.0  # lambda of the penalty lambda * ||W||_F^2 on each weight
     #                                    matrix/kernel (biases excluded); a tuple gives one
     #                                    lambda per weight, in parameter order
@@ -48,17 +56,17 @@ class TrainConfig:
     autoencoder_epochs: int = 0      # > 0: pre-train the body as a sigmoid autoencoder first
     #                                  (then train as below: the whole net, or the head only)
     train_params: str = "all"        # "all" or "head" (fixed-feature training)
+    augment: str = "none"            # "none" or "crop-flip" (4-pixel padded random crop and
+    #                                  horizontal flip, per sample, on the training device)
+    amp: bool = False                # bf16 autocast of the training step (the adversarial
+    #                                  examples of adversarial training included)
+    snapshots: tuple = ()            # epochs after which the weights are kept in the history
     seed: int = 0
 
 
 def data_fingerprint(*tensors: torch.Tensor) -> str:
     """SHA-256 (first 16 hex digits) of the tensors' shapes, dtypes and bytes."""
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().contiguous().cpu()
-        h.update(f"{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()[:16]
+    return cache.fingerprint(*tensors)
 
 
 def _weight_penalty(model: nn.Module, weight_decay, trained: nn.Module | None = None):
@@ -120,14 +128,15 @@ def _adv_loss(model, xb, yb, cfg: TrainConfig, step_seed: int) -> torch.Tensor:
 def _pretrain_autoencoder(model: ImageModel, x: torch.Tensor, cfg: TrainConfig, progress):
     """Train the body as the encoder of a sigmoid autoencoder (squared error)."""
     g = torch.Generator().manual_seed(cfg.seed + 1)
+    dev = models.device_of(model)
     d_in, code = x[0].numel(), model.head.in_features
-    decoder = nn.Sequential(nn.Linear(code, d_in), nn.Sigmoid())
+    decoder = nn.Sequential(nn.Linear(code, d_in), nn.Sigmoid()).to(dev)
     params = list(model.body.parameters()) + list(decoder.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
     n = len(x)
     for _ in bar(range(cfg.autoencoder_epochs), desc="autoencoder", progress=progress):
         for idx in torch.randperm(n, generator=g).split(cfg.batch_size):
-            xb = x[idx]
+            xb = x[idx.to(x.device)].to(dev)
             recon = decoder(model.embed(xb))
             loss = F.mse_loss(recon, xb.flatten(1), reduction="sum") / len(xb)
             loss = loss + _weight_penalty(model, cfg.weight_decay, trained=model.body)
@@ -136,62 +145,172 @@ def _pretrain_autoencoder(model: ImageModel, x: torch.Tensor, cfg: TrainConfig, 
             opt.step()
 
 
+def _crop_flip(xb: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
+    """Per-sample random crop of the zero-padded batch (pad ``pad``) and horizontal flip.
+
+    The CIFAR augmentation of the STIR and robustness papers (torchvision's
+    ``RandomCrop(32, padding=4)`` and ``RandomHorizontalFlip()``), vectorised over the
+    batch on its own device: torchvision's transforms draw one crop per call, not one per
+    sample of a batch.
+    """
+    n, c, h, w = xb.shape
+    dev = xb.device
+    padded = F.pad(xb, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=g, device=dev)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=g, device=dev)
+    rows = (oy[:, None] + torch.arange(h, device=dev))[:, :, None]        # (N, H, 1)
+    cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, :]        # (N, 1, W)
+    out = padded[torch.arange(n, device=dev)[:, None, None], :, rows, cols]  # (N, H, W, C)
+    out = out.permute(0, 3, 1, 2)
+    flip = torch.rand(n, generator=g, device=dev) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(-1), out).contiguous()
+
+
+_AUGMENT = {"none": None, "crop-flip": 4}   # name -> padding of the random crop
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically: a temporary file renamed into place (a kill leaves the old one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path | None):
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - an unreadable checkpoint is started over
+        warnings.warn(f"training checkpoint {path} is unreadable ({err}); starting over",
+                      stacklevel=3)
+        Path(path).unlink(missing_ok=True)
+        return None
+
+
 def train(model: ImageModel, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-          progress: bool | None = None) -> dict:
+          progress: bool | None = None, checkpoint: str | os.PathLike | None = None) -> dict:
     """Train ``model`` in place on images ``x`` in [0, 1] and labels ``y``.
 
-    Returns a history dict: per-epoch mean training loss and the wall time.
+    Runs on the model's device: ``x`` and ``y`` may live on the CPU (each batch is moved)
+    or already on that device (CIFAR fits in GPU memory; nothing is copied then).
+    Augmentation (``config.augment``) is drawn on that device from a seeded generator.
+
+    Args:
+        checkpoint: a file; after every epoch the whole training state (weights,
+            optimiser, schedule, random generators, history) is written there
+            atomically, and a run that finds it resumes after its last epoch, giving the
+            same final weights as an uninterrupted run. None: no checkpoints.
+
+    Returns:
+        A history dict: per-epoch mean training loss, the wall time, images per second,
+        and the snapshots (state dicts after the epochs in ``config.snapshots``).
     """
     cfg = config
     check_image_batch(x, "x", channels=model.input_shape[0], size=model.input_shape[1:])
     check_labels(y, len(x), model.num_classes, "y")
     check_choice(cfg.optimizer, "optimizer", ("adam", "sgd"))
     check_choice(cfg.loss, "loss", ("ce", "pgd-at", "pgd-mix", "trades", "mart"))
-    check_choice(cfg.lr_schedule, "lr_schedule", ("cosine", "constant"))
+    check_choice(cfg.lr_schedule, "lr_schedule", ("cosine", "constant", "step"))
     check_choice(cfg.train_params, "train_params", ("all", "head"))
+    check_choice(cfg.augment, "augment", _AUGMENT)
     if cfg.loss != "ce" and cfg.adv_eps <= 0:
         raise ValueError(f"loss={cfg.loss!r} needs adv_eps > 0, got {cfg.adv_eps}")
+    if cfg.lr_schedule == "step" and cfg.lr_step < 1:
+        raise ValueError(f"lr_schedule='step' needs lr_step >= 1 (epochs between /10 cuts), "
+                         f"got {cfg.lr_step}")
+    bad = [e for e in cfg.snapshots if not (isinstance(e, int) and 1 <= e <= cfg.epochs)]
+    if bad:
+        raise ValueError(f"snapshots: expected epochs in 1..{cfg.epochs}, got {bad}")
+    dev = models.device_of(model)
     torch.manual_seed(cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)                       # batch order (CPU)
+    g_aug = torch.Generator(device=dev).manual_seed(cfg.seed + 2)     # augmentation
     start = time.perf_counter()
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    resumed = _load_checkpoint(ckpt)
     model.train()
-    if cfg.autoencoder_epochs:
+    if cfg.autoencoder_epochs and resumed is None:
         _pretrain_autoencoder(model, x, cfg, progress)
     head_only = cfg.train_params == "head"
     for p in model.body.parameters():
         p.requires_grad_(not head_only)
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=cfg.lr)
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.optim_weight_decay)
     else:
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                              weight_decay=cfg.optim_weight_decay)
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     total = max(1, cfg.epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, (lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
-        if cfg.lr_schedule == "cosine" else (lambda s: 1.0))
+    if cfg.lr_schedule == "cosine":
+        factor = (lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    elif cfg.lr_schedule == "step":   # divide by 10 every lr_step epochs
+        factor = (lambda s: 0.1 ** ((s // steps_per_epoch) // cfg.lr_step))
+    else:
+        factor = (lambda s: 1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    losses, step, first_epoch, snaps, seconds = [], 0, 0, {}, 0.0
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        opt.load_state_dict(resumed["optimizer"])
+        sched.load_state_dict(resumed["scheduler"])
+        g.set_state(resumed["g"])
+        g_aug.set_state(resumed["g_aug"].to(g_aug.get_state().device))
+        losses, step = list(resumed["losses"]), int(resumed["step"])
+        first_epoch, snaps = int(resumed["epoch"]), dict(resumed["snapshots"])
+        seconds = float(resumed["seconds"])
     if head_only:  # frozen features: BatchNorm statistics must not move either. The whole
         model.eval()  # model, not just the body: attacks restore the model's mode after each
         #               call, which would put the body back in train mode (heads are linear)
-    losses, step = [], 0
     penalised = model.head if head_only else model  # the weights being trained
-    for epoch in bar(range(cfg.epochs), desc="epochs", progress=progress):
-        total_loss = 0.0
-        for idx in torch.randperm(len(x), generator=g).split(cfg.batch_size):
-            xb, yb = x[idx], y[idx]
-            loss = _adv_loss(model, xb, yb, cfg, step_seed=cfg.seed * 1_000_003 + step)
-            loss = loss + _weight_penalty(model, cfg.weight_decay, trained=penalised)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total_loss += float(loss.detach()) * len(idx)
-            step += 1
-        losses.append(total_loss / len(x))
+    pad = _AUGMENT[cfg.augment]
+    amp = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.amp)
+    pbar = bar(range(first_epoch, cfg.epochs), desc="epochs", progress=progress)
+    with threads.use("parallel"):
+        for epoch in pbar:
+            threads.refresh()
+            t_epoch = time.perf_counter()
+            total_loss = 0.0
+            for idx in torch.randperm(len(x), generator=g).split(cfg.batch_size):
+                if x.device != idx.device:
+                    idx = idx.to(x.device)
+                xb = x[idx].to(dev, non_blocking=True)
+                yb = y[idx].to(dev, non_blocking=True)
+                if pad is not None:
+                    xb = _crop_flip(xb, pad, g_aug)
+                with amp:
+                    loss = _adv_loss(model, xb, yb, cfg, step_seed=cfg.seed * 1_000_003 + step)
+                    loss = loss + _weight_penalty(model, cfg.weight_decay, trained=penalised)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total_loss += float(loss.detach()) * len(idx)
+                step += 1
+            losses.append(total_loss / len(x))
+            rate = len(x) / max(time.perf_counter() - t_epoch, 1e-9)
+            if hasattr(pbar, "set_postfix"):
+                pbar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{rate:.0f}")
+            if epoch + 1 in cfg.snapshots:
+                snaps[epoch + 1] = {k: v.detach().cpu().clone()
+                                    for k, v in model.state_dict().items()}
+            if ckpt is not None and epoch + 1 < cfg.epochs:
+                _save_checkpoint(ckpt, {
+                    "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "g": g.get_state(),
+                    "g_aug": g_aug.get_state().cpu(), "losses": losses, "step": step,
+                    "epoch": epoch + 1, "snapshots": snaps,
+                    "seconds": seconds + time.perf_counter() - start})
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
-    return {"loss": losses, "seconds": time.perf_counter() - start}
+    seconds += time.perf_counter() - start
+    done = cfg.epochs - first_epoch
+    return {"loss": losses, "seconds": seconds, "resumed_at_epoch": first_epoch,
+            "images_per_second": done * len(x) / max(seconds, 1e-9) if done else 0.0,
+            "snapshots": snaps}
 
 
 @dataclass
@@ -202,32 +321,60 @@ class TrainedModel:
     key: str = ""
 
 
+def model_key(name: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+              model_kwargs: dict | None = None, init_state: dict | None = None,
+              init_key: str | None = None) -> dict:
+    """The configuration that keys a trained model in the cache (see :func:`trained_model`)."""
+    if init_state is not None and init_key is not None:
+        raise ValueError("give init_state or init_key, not both")
+    init = (data_fingerprint(*init_state.values()) if init_state is not None else
+            f"model:{init_key}" if init_key is not None else None)
+    return {"name": name, "model_kwargs": dict(model_kwargs or {}), "config": asdict(config),
+            "data": data_fingerprint(x, y), "init": init,
+            "code": cache.code_version(models, attacks, sys.modules[__name__])}
+
+
 def trained_model(name: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
                   model_kwargs: dict | None = None, init_state: dict | None = None,
-                  progress: bool | None = None) -> TrainedModel:
+                  progress: bool | None = None, *, init_key: str | None = None,
+                  device=None) -> TrainedModel:
     """Build ``create_model(name, **model_kwargs)``, train it, and cache the result.
 
     The cache key covers the name, the keyword arguments, ``config``, the data's
-    fingerprint, an optional initial state (for fine-tuning) and the source of
-    the training, model and attack code. The model is returned in eval mode.
+    fingerprint, the initial weights for fine-tuning (``init_state``, or ``init_key``:
+    the cache key of the trained model whose final weights to start from) and the
+    source of the training, model and attack code. Training runs on ``device`` (None:
+    the CPU; ``"auto"``: CUDA when available) and checkpoints every epoch next to the
+    entry, so an interrupted run resumes. The model is returned on ``device``, in eval
+    mode, tagged with its cache key (see :func:`stir_lib.cache.model_identity`).
     """
+    dev = models.resolve_device(device)
     model_kwargs = dict(model_kwargs or {})
-    key = {"name": name, "model_kwargs": model_kwargs, "config": asdict(config),
-           "data": data_fingerprint(x, y),
-           "init": data_fingerprint(*init_state.values()) if init_state else None,
-           "code": cache.code_version(models, attacks, sys.modules[__name__])}
+    if init_key is not None:
+        init_entry = cache.load_entry("model", init_key)
+        if init_entry is None:
+            raise ValueError(f"init_key {init_key!r}: expected the key of a trained model in "
+                             f"the cache, found none; train that model first")
+        init_state = init_entry["state"]
+        key = model_key(name, x, y, config, model_kwargs, init_key=init_key)
+    else:
+        key = model_key(name, x, y, config, model_kwargs, init_state=init_state)
 
     def create():
         torch.manual_seed(config.seed)
         model = create_model(name, **model_kwargs)
         if init_state is not None:
             model.load_state_dict(init_state)
-        history = train(model, x, y, config, progress=progress)
-        return {"state": model.state_dict(), "history": history}
+        model.to(dev)
+        history = train(model, x, y, config, progress=progress,
+                        checkpoint=cache.checkpoint_path("model", key))
+        return {"state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "history": history}
 
-    entry = cache.get_or_create("model", key, create)
+    entry = cache.get_or_create("model", key, create, device=dev)
     model = create_model(name, **model_kwargs)
     model.load_state_dict(entry["state"])
-    model.eval()
-    return TrainedModel(model, entry["history"], cache.config_key("model", key))
-
+    model.to(dev).eval()
+    digest = cache.config_key("model", key)
+    cache.tag_model(model, digest)
+    return TrainedModel(model, entry["history"], digest)

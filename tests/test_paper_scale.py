@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 from test_data_paper import CIFAR10_NAMES, py2_pickle
-from test_transfer import robustness_checkpoint, to_torchvision
+from test_transfer import robustness_checkpoint
 
-from stir_lib.models import imagenet_resnet
+import torchvision.models as tv_models
 from stir_lib.results import VERDICTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,9 +84,9 @@ def test_transfer_chapter_runs_at_paper_scale_from_robustness_checkpoints(tmp_pa
     paths = {}
     for i, eps in enumerate((0.0, 3.0)):
         torch.manual_seed(i)
-        model = imagenet_resnet("resnet18", input_shape=(3, 32, 32))
+        model = tv_models.resnet18()
         path = tmp_path / f"resnet18_l2_eps{eps}.ckpt"
-        torch.save(robustness_checkpoint(to_torchvision(model.state_dict())), path)
+        torch.save(robustness_checkpoint(model.state_dict()), path)
         paths[eps] = str(path)
     hp = dict(lrs=[0.01], epochs=1, lr_step=None)  # lists: papermill passes tuples as strings
     data = run_chapter("transfer", tmp_path, checkpoints=paths, arch="resnet18",

@@ -145,7 +145,8 @@ def test_adversarial_losses_run(tiny_mnist, loss):
 @pytest.mark.parametrize("field,value,match", [
     ("loss", "hinge", "loss: expected one of"),
     ("optimizer", "lbfgs", "optimizer: expected one of"),
-    ("lr_schedule", "step", "lr_schedule: expected one of"),
+    ("lr_schedule", "linear", "lr_schedule: expected one of"),
+    ("augment", "mixup", "augment: expected one of"),
     ("train_params", "body", "train_params: expected one of"),
 ])
 def test_bad_config_names(tiny_mnist, field, value, match):
@@ -153,6 +154,11 @@ def test_bad_config_names(tiny_mnist, field, value, match):
     with pytest.raises(ValueError, match=match) as err:
         train(fresh("fc10"), x, y, TrainConfig(**{field: value}, epochs=1))
     assert repr(value) in str(err.value)
+
+
+def test_step_schedule_needs_a_step(tiny_mnist):
+    with pytest.raises(ValueError, match="needs lr_step >= 1"):
+        train(fresh("fc10"), *tiny_mnist, TrainConfig(lr_schedule="step", epochs=1))
 
 
 @pytest.mark.parametrize("loss", ["pgd-at", "trades"])
@@ -231,3 +237,101 @@ def test_trained_model_fine_tunes_from_init_state(tiny_mnist, counted_train):
     zero_epochs = trained_model("fc10", x, y, TrainConfig(epochs=0),
                                 init_state=start.model.state_dict())
     assert same_state(state_copy(zero_epochs.model), state_copy(start.model))
+
+
+# ------------------------------------------------------------------ resuming, devices, augmentation
+_RESUME_SCRIPT = r"""
+import sys, torch
+from stir_lib.data import mnist, subset
+from stir_lib.models import create_model
+from stir_lib.training import TrainConfig, train
+x, y = subset(*mnist("train"), 600, seed=0)
+torch.manual_seed(0)
+model = create_model("fc100-100-10")
+train(model, x, y, TrainConfig(epochs=int(sys.argv[2]), batch_size=20, seed=3), checkpoint=sys.argv[1])
+"""
+
+
+def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """Kill a training run (SIGKILL) after its first checkpoint, resume it in this process,
+    and compare with an uninterrupted run of the same seed: the final weights are equal."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from stir_lib.data import mnist, subset
+
+    monkeypatch.setenv("STIR_THREADS", "1")
+    epochs, ckpt = 60, tmp_path / "ckpt.pt"
+    env = {**os.environ, "STIR_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", _RESUME_SCRIPT, str(ckpt), str(epochs)],
+                            env=env)
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    assert ckpt.exists(), "the run wrote no checkpoint before it ended"
+    done = torch.load(ckpt, weights_only=True)["epoch"]
+    assert 1 <= done < epochs, f"expected a run killed mid-way, it reached epoch {done}"
+    x, y = subset(*mnist("train"), 600, seed=0)
+    cfg = TrainConfig(epochs=epochs, batch_size=20, seed=3)
+    torch.manual_seed(0)
+    resumed = create_model("fc100-100-10")
+    history = train(resumed, x, y, cfg, checkpoint=ckpt)
+    assert history["resumed_at_epoch"] == done and len(history["loss"]) == epochs
+    torch.manual_seed(0)
+    straight = create_model("fc100-100-10")
+    train(straight, x, y, cfg)
+    assert same_state(state_copy(resumed), state_copy(straight))
+
+
+def test_corrupt_checkpoint_is_ignored(tmp_path, tiny_mnist):
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="unreadable"):
+        history = train(fresh("fc10"), *tiny_mnist, TrainConfig(epochs=2), checkpoint=ckpt)
+    assert history["resumed_at_epoch"] == 0 and len(history["loss"]) == 2
+
+
+def test_training_on_an_explicit_device(tiny_mnist):
+    """Everything follows the model's device: a model on torch.device('cpu') trains with
+    data and adversarial examples there (on a GPU machine the same code runs on CUDA)."""
+    dev = torch.device("cpu")
+    model = fresh("fc100-100-10").to(dev)
+    x, y = tiny_mnist
+    history = train(model, x.to(dev), y.to(dev),
+                    TrainConfig(epochs=1, loss="pgd-at", adv_eps=1.0, adv_steps=2))
+    assert history["images_per_second"] > 0
+    assert all(p.device == dev for p in model.parameters())
+
+
+def test_snapshots_keep_the_weights_of_those_epochs(tiny_mnist):
+    model = fresh("fc10")
+    history = train(model, *tiny_mnist, TrainConfig(epochs=3, snapshots=(1, 3), **{
+        k: v for k, v in FAST.items() if k != "epochs"}))
+    assert sorted(history["snapshots"]) == [1, 3]
+    assert same_state(history["snapshots"][3], state_copy(model))
+    assert not same_state(history["snapshots"][1], state_copy(model))
+    with pytest.raises(ValueError, match="snapshots"):
+        train(fresh("fc10"), *tiny_mnist, TrainConfig(epochs=2, snapshots=(5,)))
+
+
+def test_crop_flip_is_a_per_sample_shift_or_flip():
+    """Each augmented image is its source shifted by at most 4 pixels (zeros shifted in)
+    and maybe mirrored; different samples get different crops; seeded."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 8, 8)
+    out = training._crop_flip(x, 4, g)
+    again = training._crop_flip(x, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again) and out.shape == x.shape
+    pad = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    shifts = set()
+    for i in range(len(x)):
+        hits = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
+                if torch.equal(out[i], (pad[i, :, dy:dy + 8, dx:dx + 8].flip(-1) if f else
+                                        pad[i, :, dy:dy + 8, dx:dx + 8]))]
+        assert hits, f"sample {i} is not a crop of its padded source"
+        shifts.add(hits[0])
+    assert len(shifts) > 10   # per-sample, not one crop for the batch

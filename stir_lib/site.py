@@ -1,0 +1,713 @@
+"""The rendered book as a self-contained site: served MathJax, a browser check, a PDF.
+
+    python -m stir_lib.site check [--site _build/html] [--screenshots _build/screenshots]
+    python -m stir_lib.site pdf [--out _build/pdf/book.pdf]
+    python -m stir_lib.site install-mathjax          # make setup runs this
+
+Why: the book is meant to be read (and checked) on a machine with no network, so no
+page may fetch anything from another host. MathJax, which Sphinx loads from a CDN by
+default, is therefore served from the site's own ``_static/mathjax``: a pinned npm
+release (``mathjax@3.2.2``), fetched with ``npm pack``, checked against a SHA-256
+pinned here and unpacked once under the virtual environment
+(``<venv>/share/mathjax-3.2.2``). :func:`install_mathjax` copies it into the staged
+book, so ``_config.yml``'s ``mathjax_path`` resolves inside the site.
+
+A static site can still be broken in ways only a browser shows: math left as raw TeX,
+images that do not load, script errors, requests to other hosts, tables wider than the
+text column with no way to scroll, links to pages or anchors that do not exist.
+:func:`check_site` opens every page of ``_toc.yml`` in headless Chromium (Debian's
+``/usr/bin/chromium``, driven by Playwright; ``make setup`` installs it), served from a
+local HTTP server, with every request to another host blocked and reported. It saves
+a full-page screenshot of each page and returns the problems per page; the CLI exits 1
+when there is any.
+
+:func:`build_pdf` builds the staged book again with Sphinx's ``singlehtml`` builder and
+prints that one page to an A4 PDF with the same browser, after MathJax has typeset it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import hashlib
+import html.parser
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+# --------------------------------------------------------------------------- MathJax
+
+MATHJAX_VERSION = "3.2.2"
+# SHA-256 of the npm tarball mathjax-3.2.2.tgz (its registry integrity, sha512-Bt+SSVU8...,
+# was checked when this pin was written).
+MATHJAX_SHA256 = "1b9c0a1c44df864e915690558e72adb9cc5203360daefd385084ced3b6c64c09"
+# The one combined component the book loads: TeX input with every TeX extension built in
+# (so nothing is autoloaded from elsewhere), CommonHTML output. Its web fonts are the only
+# other files it fetches, relative to its own location.
+MATHJAX_ENTRY = "tex-chtml-full.js"
+MATHJAX_MEMBERS = ("package/LICENSE", f"package/es5/{MATHJAX_ENTRY}",
+                   "package/es5/output/chtml/fonts/woff-v2/")
+# Where the staged book holds its static files (_config.yml's html_static_path) and where
+# MathJax goes inside them (_config.yml's mathjax_path is relative to _static).
+STATIC_DIR = "book/_static"
+MATHJAX_STATIC = "mathjax"
+_MARKER = ".sha256"  # written last: an install without it is partial
+
+
+def mathjax_home() -> Path:
+    """The unpacked MathJax under the running environment (the venv): ``share/mathjax-X``."""
+    return Path(sys.prefix) / "share" / f"mathjax-{MATHJAX_VERSION}"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_tarball(tarball: Path, sha256: str = MATHJAX_SHA256) -> None:
+    """Raise ValueError unless ``tarball``'s SHA-256 is the pinned one."""
+    got = sha256_of(tarball)
+    if got != sha256:
+        raise ValueError(f"{tarball.name}: expected SHA-256 {sha256}, got {got}; the download "
+                         f"is corrupt or not mathjax@{MATHJAX_VERSION}, so it was not used: "
+                         f"delete it and run `make setup` again")
+
+
+def extract_mathjax(tarball: Path, dest: Path, sha256: str = MATHJAX_SHA256) -> Path:
+    """Verify ``tarball``, then unpack the files the book needs into ``dest`` (replaced).
+
+    Only regular files under :data:`MATHJAX_MEMBERS` are taken, with the ``package/es5/``
+    prefix dropped, so ``dest`` has MathJax's own layout (the entry script beside
+    ``output/``). The unpacking goes to a sibling folder renamed into place at the end, so
+    a failure never leaves a half-installed ``dest``.
+    """
+    verify_tarball(tarball, sha256)
+    partial = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    taken = 0
+    with tarfile.open(tarball, "r:gz") as tar:
+        for member in tar.getmembers():
+            if not member.isfile() or not any(
+                    member.name == m or (m.endswith("/") and member.name.startswith(m))
+                    for m in MATHJAX_MEMBERS):
+                continue
+            rel = member.name.removeprefix("package/es5/").removeprefix("package/")
+            if ".." in Path(rel).parts:
+                raise ValueError(f"{tarball.name}: expected paths inside the package, got "
+                                 f"{member.name!r}; the tarball is not a MathJax release")
+            target = partial / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tar.extractfile(member) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+            taken += 1
+    if not (partial / MATHJAX_ENTRY).is_file():
+        shutil.rmtree(partial)
+        raise ValueError(f"{tarball.name}: expected package/es5/{MATHJAX_ENTRY}, got a "
+                         f"tarball without it; it is not a MathJax 3 release")
+    (partial / _MARKER).write_text(sha256 + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(partial, dest)
+    return dest
+
+
+def fetch_mathjax(dest: Path | None = None) -> Path:
+    """``npm pack mathjax@X`` into a temporary folder, verify it and unpack it to ``dest``."""
+    dest = dest or mathjax_home()
+    npm = shutil.which("npm")
+    if npm is None:
+        raise FileNotFoundError(f"expected npm to fetch mathjax@{MATHJAX_VERSION}, got none on "
+                                f"PATH; install Node.js and npm (Debian: apt-get install npm)")
+    with tempfile.TemporaryDirectory(prefix="mathjax-") as tmp:
+        proc = subprocess.run([npm, "pack", f"mathjax@{MATHJAX_VERSION}", "--silent",
+                               "--pack-destination", tmp], capture_output=True, text=True)
+        tarball = Path(tmp) / f"mathjax-{MATHJAX_VERSION}.tgz"
+        if proc.returncode or not tarball.is_file():
+            raise RuntimeError(f"npm pack mathjax@{MATHJAX_VERSION}: expected {tarball.name}, "
+                               f"got exit {proc.returncode}: {proc.stderr.strip()[-500:]}; "
+                               f"check that the npm registry is reachable")
+        return extract_mathjax(tarball, dest)
+
+
+def ensure_mathjax(home: Path | None = None) -> Path:
+    """The unpacked pinned MathJax, fetched first if it is missing or partial."""
+    home = home or mathjax_home()
+    marker = home / _MARKER
+    if marker.is_file() and marker.read_text().strip() == MATHJAX_SHA256:
+        return home
+    print(f"[site] fetching mathjax@{MATHJAX_VERSION} into {home}", flush=True)
+    return fetch_mathjax(home)
+
+
+def install_mathjax(stage: Path) -> Path:
+    """Copy the pinned MathJax into the staged book's static files; return that folder."""
+    target = stage / STATIC_DIR / MATHJAX_STATIC
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(ensure_mathjax(), target, ignore=shutil.ignore_patterns(_MARKER))
+    return target
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def toc_pages(root: Path) -> list[str]:
+    """Every page of _toc.yml (root first, then the ``file`` entries in order), no suffix.
+
+    The same walk as :func:`stir_lib.run.toc_notebooks`, keeping every file rather than
+    only the notebooks.
+    """
+    import yaml
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files: list[str] = [str(toc["root"])] if "root" in toc else []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(str(node["file"]))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(toc)
+    names = [f.removesuffix(".md").removesuffix(".ipynb") for f in files]
+    return list(dict.fromkeys(names))
+
+
+# --------------------------------------------------------------------------- server + browser
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic")
+VIEWPORT = {"width": 1280, "height": 900}
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A browser that drops a connection (it often does for favicon.ico) is not news.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+@contextlib.contextmanager
+def serve(folder: Path) -> Iterator[str]:
+    """Serve ``folder`` on 127.0.0.1 (a free port) from a thread; yield its base URL."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"expected a built site in {folder}, got no such folder; "
+                                f"run `make render` (or `make book`) first")
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = _QuietServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def browser() -> Iterator:
+    """A headless Chromium context with a fresh profile, 1280 px wide."""
+    if not CHROMIUM.exists():
+        raise FileNotFoundError(f"expected Debian's chromium at {CHROMIUM}, got none; run "
+                                f"`make setup` (it runs apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="stir-chromium-") as profile, \
+            sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), headless=True, args=list(CHROMIUM_ARGS),
+            viewport=VIEWPORT, service_workers="block")
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def is_local(url: str) -> bool:
+    """True for URLs that do not leave the machine: the local server, data: and blob:."""
+    parts = urlsplit(url)
+    return parts.scheme in ("data", "blob", "about") or parts.hostname in LOCAL_HOSTS
+
+
+# --------------------------------------------------------------------------- checks
+
+# Text that MathJax should have replaced; a lone "$" is left alone (prices, shell prompts).
+MATH_DELIMITERS = ("\\(", "\\[", "$$")
+
+
+def unrendered_math(texts: list[str]) -> list[str]:
+    """Problems for visible texts still holding a TeX delimiter, each with its context."""
+    problems = []
+    for text in texts:
+        for delim in MATH_DELIMITERS:
+            i = text.find(delim)
+            if i >= 0:
+                snippet = " ".join(text[max(0, i - 30):i + 50].split())
+                problems.append(f"unrendered math {delim} in: ...{snippet}...")
+                break
+    return problems
+
+
+class _Anchors(html.parser.HTMLParser):
+    """Collect the ids (and ``<a name>``) a page defines: the targets of ``#fragment``."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        for key, value in attrs:
+            if value and (key == "id" or (key == "name" and tag == "a")):
+                self.ids.add(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _anchors_of(path: Path, mtime: float) -> frozenset[str]:
+    parser = _Anchors()
+    parser.feed(path.read_text(encoding="utf-8", errors="replace"))
+    return frozenset(parser.ids)
+
+
+def broken_links(site: Path, base_url: str, hrefs: list[str]) -> list[str]:
+    """Problems for links (absolute URLs, as the browser resolved them) into the site that
+    point at a missing file or at a ``#fragment`` the target page does not define.
+
+    Checked on disk, so a link costs a stat (and one parse per target page), not a page
+    load. Links to other hosts are not requests and are not followed.
+    """
+    problems, seen = [], set()
+    origin = urlsplit(base_url)
+    for href in hrefs:
+        parts = urlsplit(href)
+        if href in seen or parts.scheme not in ("http", "https") \
+                or parts.netloc != origin.netloc:
+            continue
+        seen.add(href)
+        rel = unquote(parts.path).removeprefix(origin.path or "/")
+        target = site / rel
+        if rel == "" or rel.endswith("/") or target.is_dir():
+            target = target / "index.html"
+        if not target.is_file():
+            problems.append(f"broken link {href.removeprefix(base_url)}: no file "
+                            f"{target.relative_to(site) if target.is_relative_to(site) else target}")
+            continue
+        fragment = unquote(parts.fragment)
+        if fragment and target.suffix == ".html" \
+                and fragment not in _anchors_of(target, target.stat().st_mtime):
+            problems.append(f"broken link {href.removeprefix(base_url)}: no id "
+                            f"{fragment!r} on {target.relative_to(site)}")
+    return problems
+
+
+# Attributes through which a page makes the browser fetch something (links to read are not).
+_FETCHING = {"script": ("src",), "img": ("src", "srcset"), "iframe": ("src",),
+             "source": ("src", "srcset"), "video": ("src", "poster"), "audio": ("src",),
+             "embed": ("src",), "object": ("data",), "input": ("src",), "track": ("src",)}
+_FETCHING_LINKS = {"stylesheet", "icon", "preload", "modulepreload", "prefetch", "manifest",
+                   "apple-touch-icon"}
+
+
+class _Assets(html.parser.HTMLParser):
+    """Collect the URLs a page's markup fetches from another host."""
+
+    def __init__(self):
+        super().__init__()
+        self.remote: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        names = _FETCHING.get(tag, ())
+        if tag == "link" and _FETCHING_LINKS & set((attrs.get("rel") or "").lower().split()):
+            names = ("href",)
+        for name in names:
+            for url in (attrs.get(name) or "").split(","):
+                url = url.strip().split(" ")[0]
+                if url.startswith("//") or (urlsplit(url).scheme in ("http", "https")
+                                            and not is_local(url)):
+                    self.remote.append(url)
+
+
+def external_assets(markup: str) -> list[str]:
+    """URLs on other hosts that the markup asks the browser to fetch (scripts, styles,
+    images, frames, media), whether or not a visit happens to request them."""
+    parser = _Assets()
+    parser.feed(markup)
+    return list(dict.fromkeys(parser.remote))
+
+
+# Runs in the page once it has loaded and MathJax (if any) has typeset. Returns what the
+# Python side judges: visible texts, broken images, overflowing boxes, link targets.
+_PROBE = r"""
+async () => {
+  await document.fonts.ready;  // web fonts (MathJax's among them) requested and settled
+  const imgs = Array.from(document.images);
+  imgs.forEach(img => { if (img.loading === 'lazy') img.loading = 'eager'; });
+  await Promise.race([
+    Promise.all(imgs.filter(img => !img.complete).map(img => new Promise(done => {
+      img.addEventListener('load', done); img.addEventListener('error', done); }))),
+    new Promise(done => setTimeout(done, 10000))]);
+  const brokenImages = imgs.filter(img => !(img.complete && img.naturalWidth > 0))
+    .map(img => ({src: img.getAttribute('src') || img.outerHTML.slice(0, 80),
+                  url: img.currentSrc || img.src}));
+
+  // Text the reader sees: not code, not scripts, not MathJax's own output, not hidden.
+  const skip = 'pre, code, script, style, noscript, textarea, template, mjx-container';
+  const texts = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const el = n.parentElement;
+    if (!el || el.closest(skip) || el.getClientRects().length === 0) continue;
+    if (n.data.trim()) texts.push(n.data);
+  }
+  const mathErrors = Array.from(document.querySelectorAll('[data-mjx-error], mjx-merror'))
+    .map(e => e.getAttribute('data-mjx-error') || e.textContent.slice(0, 60));
+
+  // Boxes wider than the text column, or than themselves, with no scrolling box between
+  // them and the article: their content is clipped or sticks out of the column.
+  const column = document.querySelector('article') || document.querySelector('main')
+    || document.body;
+  const col = column.getBoundingClientRect();
+  const scrolls = el => ['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
+  const inside = r => r.left >= col.left - 1 && r.right <= col.right + 1;
+  const name = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
+    + (el.className && typeof el.className === 'string'
+       ? '.' + el.className.trim().split(/\s+/).slice(0, 2).join('.') : '');
+  const overflowing = [];
+  for (const el of column.querySelectorAll('table, pre, img, mjx-container[display="true"]')) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0) continue;
+    if (el.scrollWidth <= el.clientWidth + 1 && inside(r)) continue;
+    let ok = false;
+    for (let n = el; n && n !== column; n = n.parentElement) {
+      if (scrolls(n)) { ok = inside(n.getBoundingClientRect()); break; }
+    }
+    if (!ok) overflowing.push(`${name(el)} is ${Math.round(Math.max(r.width, el.scrollWidth))}`
+      + ` px wide in a ${Math.round(col.width)} px column, with no scrolling container`
+      + ` ("${(el.textContent || el.getAttribute('src') || '').trim().slice(0, 40)}")`);
+  }
+  return {
+    texts, brokenImages, mathErrors, overflowing,
+    hrefs: Array.from(document.querySelectorAll('a[href]'), a => a.href),
+    counts: {math: document.querySelectorAll('mjx-container').length, images: imgs.length,
+             tables: column.querySelectorAll('table').length},
+  };
+}
+"""
+
+# Waits until MathJax (if the page loads it) has typeset; says why when it never starts.
+_WAIT_MATHJAX = r"""
+async (timeoutMs) => {
+  const t0 = Date.now();
+  while (window.MathJax && !(window.MathJax.startup && window.MathJax.startup.promise)) {
+    if (Date.now() - t0 > timeoutMs) return 'MathJax is configured but its script never ran';
+    await new Promise(done => setTimeout(done, 50));
+  }
+  if (!window.MathJax) return 'absent';
+  try { await window.MathJax.startup.promise; } catch (e) { return 'MathJax failed: ' + e; }
+  return 'typeset';
+}
+"""
+
+
+@dataclass
+class PageReport:
+    """What the check found on one page."""
+
+    page: str
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    counts: dict = field(default_factory=dict)
+    screenshot: Path | None = None
+    missing: dict = field(default_factory=dict)  # same-site URL -> HTTP status
+
+    def line(self) -> str:
+        counts = "  ".join(f"{k} {v}" for k, v in self.counts.items())
+        n = len(self.problems)
+        verdict = "ok  " if not n else f"FAIL ({n} problem{'s' if n > 1 else ''})"
+        return f"[site] {verdict} {self.page}  {self.seconds:.1f} s  {counts}"
+
+
+_BLOCKED = "request to another host (blocked): "
+_REMOTE = "markup fetches from another host: "
+
+
+def open_page(context, url: str, report: PageReport, mathjax_timeout_s: float = 5.0):
+    """Load ``url`` in a new page with other hosts blocked; record requests and errors.
+
+    Returns the page after the load event and MathJax's typesetting. Requests to another
+    host, console errors and uncaught exceptions are appended to ``report.problems``;
+    same-site files that failed to load (HTTP status >= 400) to ``report.missing``.
+    """
+    page = context.new_page()
+    blocked: list[str] = []
+    missing: list[str] = []
+
+    def route(r):
+        if is_local(r.request.url):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort("blockedbyclient")
+
+    def console(msg):
+        # A blocked or missing resource is reported once, as a request, not again here.
+        where = (msg.location or {}).get("url", "")
+        if msg.type == "error" and where not in blocked and where not in missing:
+            report.problems.append(f"console error: {msg.text[:200]}")
+
+    def response(resp):
+        if resp.status >= 400:
+            missing.append(resp.url)
+            report.missing[resp.url] = resp.status
+
+    page.route("**/*", route)
+    page.on("console", console)
+    page.on("pageerror", lambda err: report.problems.append(f"page error: {err}"))
+    page.on("response", response)
+    page.goto(url, wait_until="load")
+    state = page.evaluate(_WAIT_MATHJAX, int(mathjax_timeout_s * 1000))
+    if state not in ("absent", "typeset"):
+        report.problems.append(state)
+    report.problems.extend(f"{_BLOCKED}{u}" for u in dict.fromkeys(blocked))
+    return page
+
+
+def _add_load_failures(report: PageReport, broken_images: list[dict]) -> None:
+    """One problem per image that did not load, one per other same-site file that failed."""
+    for img in broken_images:
+        status = report.missing.get(img["url"])
+        report.problems.append(f"image did not load: {img['src']}"
+                               + (f" (HTTP {status})" if status else ""))
+    shown = {img["url"] for img in broken_images}
+    report.problems.extend(f"failed to load (HTTP {status}): {url}"
+                           for url, status in report.missing.items() if url not in shown)
+
+
+def check_page(context, site: Path, base_url: str, page_name: str,
+               screenshots: Path | None = None, mathjax_timeout_s: float = 5.0) -> PageReport:
+    """Open ``<page_name>.html`` and list every problem the module docstring names."""
+    report = PageReport(page_name)
+    t0 = time.perf_counter()
+    rel = page_name if page_name.endswith(".html") else f"{page_name}.html"
+    if not (site / rel).is_file():
+        report.problems.append(f"no page {rel} in {site}; expected every page of _toc.yml "
+                               f"to be built")
+        return report
+    page = open_page(context, base_url + rel, report, mathjax_timeout_s)
+    try:
+        found = page.evaluate(_PROBE)
+        report.problems.extend(unrendered_math(found["texts"]))
+        report.problems.extend(f"math error: {e}" for e in found["mathErrors"])
+        _add_load_failures(report, found["brokenImages"])
+        report.problems.extend(f"too wide: {o}" for o in found["overflowing"])
+        report.problems.extend(broken_links(site, base_url, found["hrefs"]))
+        blocked = {p.removeprefix(_BLOCKED) for p in report.problems if p.startswith(_BLOCKED)}
+        report.problems.extend(f"{_REMOTE}{url}" for url in external_assets(
+            (site / rel).read_text(encoding="utf-8", errors="replace")) if url not in blocked)
+        report.counts = {**found["counts"], "links": len(found["hrefs"])}
+        if screenshots is not None:
+            screenshots.mkdir(parents=True, exist_ok=True)
+            report.screenshot = screenshots / (rel.removesuffix(".html").replace("/", "_")
+                                               + ".png")
+            page.screenshot(path=str(report.screenshot), full_page=True)
+    finally:
+        page.close()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def check_site(site: Path, pages: list[str], screenshots: Path | None = None,
+               echo: bool = False, mathjax_timeout_s: float = 5.0) -> list[PageReport]:
+    """Check ``pages`` (paths below ``site`` without ``.html``) in one browser session.
+
+    ``mathjax_timeout_s``: how long after the load event a page that configures MathJax
+    may take to start it before the page fails (its script was blocked or missing).
+    """
+    if not pages:
+        raise ValueError("expected at least one page to check, got none; pass the pages of "
+                         "_toc.yml (see toc_pages)")
+    site = Path(site).resolve()
+    reports = []
+    with serve(site) as base_url, browser() as context:
+        for name in pages:
+            report = check_page(context, site, base_url, name, screenshots,
+                                mathjax_timeout_s)
+            reports.append(report)
+            if echo:
+                print(report.line(), flush=True)
+    # The pages not opened (search, index, ...) are read for remote assets all the same.
+    opened = {f"{name.removesuffix('.html')}.html" for name in pages}
+    for path in sorted(site.rglob("*.html")):
+        rel = path.relative_to(site).as_posix()
+        if rel in opened or rel.startswith("_"):  # _static, _sources: not pages
+            continue
+        remote = external_assets(path.read_text(encoding="utf-8", errors="replace"))
+        if remote:
+            reports.append(PageReport(rel, [f"{_REMOTE}{url}" for url in remote]))
+            if echo:
+                print(reports[-1].line(), flush=True)
+    return reports
+
+
+def failures(reports: list[PageReport]) -> str:
+    """The problems of every failing page, one per line under its page; '' if none."""
+    lines = []
+    for r in reports:
+        if r.problems:
+            lines.append(f"  {r.page}:")
+            lines.extend(f"    - {p}" for p in r.problems)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- PDF
+
+
+def _jupyter_book() -> str:
+    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
+    if jb is None:
+        raise SystemExit(f"[pdf] no jupyter-book next to {sys.executable}; run `make setup`")
+    return jb
+
+
+def stage_is_current(root: Path, stage: Path) -> bool:
+    """True when ``stage`` holds what :func:`stir_lib.run.render` would stage now."""
+    import filecmp
+
+    from stir_lib import run
+
+    executed = run.build_dir(root) / "executed" / "notebooks"
+    pairs = [(root / f, stage / f) for f in ("_config.yml", "_toc.yml")]
+    pairs += [(p, stage / p.relative_to(root)) for p in (root / "book").rglob("*")
+              if p.is_file()]
+    pairs += [(executed / f"{n}.ipynb", stage / "notebooks" / f"{n}.ipynb")
+              for n in run.toc_notebooks(root)]
+    if not (stage / STATIC_DIR / MATHJAX_STATIC / MATHJAX_ENTRY).is_file():
+        return False
+    return all(b.is_file() and a.is_file() and filecmp.cmp(a, b, shallow=False)
+               for a, b in pairs)
+
+
+def build_pdf(root: Path, out: Path) -> Path:
+    """The whole book as one A4 PDF, from the staged sources of the last render.
+
+    Renders first when the stage is missing or older than the executed notebooks or the
+    book's sources. Fails, without writing a PDF, when the single page has unrendered
+    math, an image that did not load, a script error or a request to another host.
+    """
+    from stir_lib import run
+
+    build = run.build_dir(root)
+    stage = build / "stage"
+    if not stage_is_current(root, stage):
+        print(f"[pdf] {stage} is missing or stale: rendering first", flush=True)
+        run.render(root)
+    jb_out = build / "pdf" / "jb"
+    cmd = [_jupyter_book(), "build", str(stage), "--builder", "singlehtml",
+           "--path-output", str(jb_out), "-W", "-n", "--keep-going"]
+    print("[pdf]", " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+    if proc.returncode:
+        raise SystemExit(f"[pdf] jupyter-book --builder singlehtml failed (exit "
+                         f"{proc.returncode}); run the command above to see its messages")
+    single = jb_out / "_build" / "singlehtml"
+    book_page = f"{toc_pages(root)[0]}.html"  # the root document holds the whole book
+    if not (single / book_page).is_file():
+        raise SystemExit(f"[pdf] expected the single page {single / book_page}, got none; "
+                         f"see the jupyter-book command above")
+    # Sphinx writes the page under the root document's folder (book/) but with links
+    # relative to the build's top, so it is read from a copy at the top.
+    shutil.copy2(single / book_page, single / "book.html")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = PageReport("singlehtml/book.html")
+    with serve(single) as base_url, browser() as context:
+        page = open_page(context, base_url + "book.html", report, mathjax_timeout_s=20)
+        found = page.evaluate(_PROBE)
+        # singlehtml has no search index; the theme asks for one anyway. Paper has no search.
+        report.missing = {u: s for u, s in report.missing.items()
+                          if urlsplit(u).path != "/searchindex.js"}
+        report.problems.extend(unrendered_math(found["texts"]))
+        report.problems.extend(f"math error: {e}" for e in found["mathErrors"])
+        _add_load_failures(report, found["brokenImages"])
+        if report.problems:
+            raise SystemExit("[pdf] FAILED, no PDF written:\n" + failures([report]))
+        page.emulate_media(media="print")
+        page.pdf(path=str(out), format="A4", print_background=True,
+                 margin={"top": "16mm", "bottom": "16mm", "left": "14mm", "right": "14mm"},
+                 display_header_footer=True, header_template="<span></span>",
+                 footer_template='<div style="font-size:8px;width:100%;text-align:center">'
+                                 '<span class="pageNumber"></span> / '
+                                 '<span class="totalPages"></span></div>')
+        page.close()
+    return out
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> None:
+    from stir_lib import run
+
+    parser = argparse.ArgumentParser(prog="python -m stir_lib.site", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="open every page of _toc.yml in headless Chromium")
+    check.add_argument("--site", type=Path, help="the built site (default: _build/html)")
+    check.add_argument("--screenshots", type=Path,
+                       help="folder for full-page PNGs (default: _build/screenshots)")
+    pdf = sub.add_parser("pdf", help="the whole book as one A4 PDF")
+    pdf.add_argument("--out", type=Path, help="default: _build/pdf/book.pdf")
+    sub.add_parser("install-mathjax", help=f"fetch and verify mathjax@{MATHJAX_VERSION}")
+    args = parser.parse_args(argv)
+
+    if args.command == "install-mathjax":
+        print(f"[site] mathjax@{MATHJAX_VERSION}: {ensure_mathjax()}")
+        return
+    root = run.repo_root()
+    build = run.build_dir(root)
+    if args.command == "check":
+        site = args.site or build / "html"
+        t0 = time.perf_counter()
+        reports = check_site(site, toc_pages(root), args.screenshots or build / "screenshots",
+                             echo=True)
+        bad = [r for r in reports if r.problems]
+        if bad:
+            raise SystemExit(f"[site] check FAILED on {len(bad)} of {len(reports)} page(s):\n"
+                             + failures(reports))
+        print(f"[site] {len(reports)} pages ok in {time.perf_counter() - t0:.1f} s "
+              f"(screenshots in {args.screenshots or build / 'screenshots'})")
+    elif args.command == "pdf":
+        t0 = time.perf_counter()
+        out = build_pdf(root, args.out or build / "pdf" / "book.pdf")
+        print(f"[pdf] {out} ({out.stat().st_size / 1e6:.1f} MB) in "
+              f"{time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""How many CPU threads each kind of work uses: measured, not torch's default.
+
+torch's intra-op pool uses every core by default. On a quiet 2-core machine that is
+right for large convolutions and matrix products, but beside one other busy process a
+second thread costs far more than it gains: every parallel operation waits for the
+thread whose core was taken (measured by ``benchmarks/bench_threads.py``: the batched
+L-BFGS attack took 2.8x longer with 2 threads than with 1 beside a busy process). So
+the library's loops declare what they are:
+
+* ``"serial"``: small operations where a second thread gains under 5 % on a quiet
+  machine (the float64 L-BFGS attack on MLPs): always one thread.
+* ``"parallel"``: work that a second core speeds up (training, inversion, PGD,
+  CKA products): as many threads as there are cores *not busy with other processes*,
+  measured from ``/proc/stat`` and this process's own CPU time since the last check
+  (no sleeping except on the first check), re-checked at most every ``_RECHECK``
+  seconds. Beside one busy process on a 2-core machine that is one thread.
+
+Use :func:`use` around a loop, and :func:`refresh` at natural boundaries inside long
+loops (an epoch) so that a process that starts later is noticed::
+
+    with threads.use("parallel"):
+        for epoch in range(epochs):
+            threads.refresh()
+            ...
+
+``STIR_THREADS`` overrides the choice: an int fixes the number of threads for every
+kind (``STIR_THREADS=1`` gives the single-threaded build); ``auto`` (or unset) is the
+measured policy. On machines without ``/proc`` the parallel kind uses every core.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+
+import torch
+
+from .validation import check_choice
+
+__all__ = ["KINDS", "use", "refresh", "threads_for", "free_cores", "settings"]
+
+KINDS = ("serial", "parallel")
+_RECHECK = 2.0          # seconds between load measurements
+_MIN_INTERVAL = 0.05    # shortest interval a load measurement is taken over
+_KEEP = 0.25            # a core counts as ours unless others use more than 1 - _KEEP of it
+_DEFAULT_THREADS = torch.get_num_threads()   # torch's own choice at import
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _read() -> tuple[float, float, float] | None:
+    """(monotonic time, busy jiffies of all cores, this process's jiffies), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)        # idle + iowait
+    busy = sum(fields[:8]) - idle                                  # user .. steal
+    return time.monotonic(), float(busy), float(int(own[11]) + int(own[12]))  # utime + stime
+
+
+class _Meter:
+    """Cores used by *other* processes, from counter differences between two readings."""
+
+    def __init__(self):
+        self.last = None
+        self.value = None       # last measured free cores
+        self.when = -1e9
+
+    def free(self) -> int:
+        now = time.monotonic()
+        if self.value is not None and now - self.when < _RECHECK:
+            return self.value
+        cur = _read()
+        if cur is None:
+            self.value, self.when = _cores(), now
+            return self.value
+        if self.last is None or cur[0] - self.last[0] < _MIN_INTERVAL:
+            self.last = cur
+            time.sleep(_MIN_INTERVAL)
+            cur = _read()
+        dt = cur[0] - self.last[0]
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        others = max(0.0, ((cur[1] - self.last[1]) - (cur[2] - self.last[2])) / hz / dt)
+        self.last = cur
+        self.value = max(1, min(_cores(), int(_cores() - others + _KEEP)))
+        self.when = now
+        return self.value
+
+
+_METER = _Meter()
+
+
+def free_cores() -> int:
+    """Cores not busy with other processes (at least 1), measured at most every 2 s."""
+    return _METER.free()
+
+
+def _override() -> int | None:
+    env = os.environ.get("STIR_THREADS", "auto").strip().lower()
+    if env in ("", "auto"):
+        return None
+    try:
+        n = int(env)
+    except ValueError:
+        raise ValueError(f"STIR_THREADS: expected a positive int or 'auto', got {env!r}") from None
+    if n < 1:
+        raise ValueError(f"STIR_THREADS: expected a positive int or 'auto', got {n}")
+    return n
+
+
+def threads_for(kind: str) -> int:
+    """The number of intra-op threads for a kind of work (see the module docstring)."""
+    check_choice(kind, "kind", KINDS)
+    fixed = _override()
+    if fixed is not None:
+        return fixed
+    return 1 if kind == "serial" else free_cores()
+
+
+_STACK: list[str] = []
+
+
+@contextmanager
+def use(kind: str):
+    """Run the block with :func:`threads_for(kind) <threads_for>` threads, then restore.
+
+    Nested blocks follow the innermost kind. Does nothing on a CUDA-only workload's
+    speed (the GPU does the work) but keeps the host threads sensible.
+    """
+    n = threads_for(kind)
+    before = torch.get_num_threads()
+    _STACK.append(kind)
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        _STACK.pop()
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def refresh() -> int:
+    """Inside a :func:`use` block: re-measure the free cores and adjust (cheap, no sleep)."""
+    if not _STACK:
+        return torch.get_num_threads()
+    n = threads_for(_STACK[-1])
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
+    return n
+
+
+def settings() -> dict:
+    """What the policy is and would choose now, for the Reproducibility page."""
+    return {"STIR_THREADS": os.environ.get("STIR_THREADS", "auto"),
+            "cores": _cores(), "torch default threads": _DEFAULT_THREADS,
+            "serial": threads_for("serial"), "parallel (now)": threads_for("parallel")}
