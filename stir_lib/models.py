@@ -345,7 +345,7 @@ def _load_tv(tv: nn.Module, state: dict, what: str, source: str) -> None:
     wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
     if missing or unexpected or wrong:
         raise ValueError(
-            f"{source}: expected {what} weights; got {len(missing)} missing keys "
+            f"{source}: expected {what}; got {len(missing)} missing keys "
             f"{missing[:4]}, {len(unexpected)} unexpected keys {unexpected[:4]}, {len(wrong)} "
             f"wrong shapes (key, in the file, expected) "
             f"{[(k, tuple(got[k] or ()), tuple(expected[k])) for k in wrong[:4]]}; check the "
@@ -389,7 +389,7 @@ def load_torchvision_alexnet(path, map_location="cpu") -> ImageModel:
     head = state.get("classifier.6.weight")
     tv = tv_models.alexnet(weights=None,
                            num_classes=head.shape[0] if isinstance(head, torch.Tensor) else 1000)
-    _load_tv(tv, state, "torchvision AlexNet", str(path))
+    _load_tv(tv, state, "torchvision AlexNet weights", str(path))
     return wrap_torchvision_alexnet(tv).eval()
 
 
@@ -451,5 +451,5 @@ def load_torchvision_resnet(state: dict, arch: str = "resnet50", num_classes: in
     """
     check_choice(arch, "arch", IMAGENET_RESNETS)
     tv = IMAGENET_RESNETS[arch](num_classes=num_classes)
-    _load_tv(tv, state, f"torchvision {arch} with {num_classes} classes", source)
+    _load_tv(tv, state, f"torchvision {arch} weights with {num_classes} classes", source)
     return wrap_torchvision_resnet(tv, input_shape, mean, std)
