@@ -84,7 +84,12 @@ def verify_tarball(tarball: Path, sha256: str = MATHJAX_SHA256) -> None:
     if got != sha256:
         raise ValueError(f"{tarball.name}: expected SHA-256 {sha256}, got {got}; the download "
                          f"is corrupt or not mathjax@{MATHJAX_VERSION}, so it was not used: "
-                         f"delete it and run `make setup` again")
+                         f"run `make setup` again, and if the digest stays wrong, check which "
+                         f"npm registry is configured (npm config get registry)")
+
+
+def _wanted(name: str) -> bool:
+    return any(name == m or (m.endswith("/") and name.startswith(m)) for m in MATHJAX_MEMBERS)
 
 
 def extract_mathjax(tarball: Path, dest: Path, sha256: str = MATHJAX_SHA256) -> Path:
@@ -92,36 +97,37 @@ def extract_mathjax(tarball: Path, dest: Path, sha256: str = MATHJAX_SHA256) -> 
 
     Only regular files under :data:`MATHJAX_MEMBERS` are taken, with the ``package/es5/``
     prefix dropped, so ``dest`` has MathJax's own layout (the entry script beside
-    ``output/``). The unpacking goes to a sibling folder renamed into place at the end, so
-    a failure never leaves a half-installed ``dest``.
+    ``output/``). The files go to a private sibling folder renamed into place at the end,
+    so a failure (or another process installing at the same time) never leaves a
+    half-installed ``dest``.
     """
     verify_tarball(tarball, sha256)
-    partial = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    taken = 0
-    with tarfile.open(tarball, "r:gz") as tar:
-        for member in tar.getmembers():
-            if not member.isfile() or not any(
-                    member.name == m or (m.endswith("/") and member.name.startswith(m))
-                    for m in MATHJAX_MEMBERS):
-                continue
-            rel = member.name.removeprefix("package/es5/").removeprefix("package/")
-            if ".." in Path(rel).parts:
-                raise ValueError(f"{tarball.name}: expected paths inside the package, got "
-                                 f"{member.name!r}; the tarball is not a MathJax release")
-            target = partial / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tar.extractfile(member) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out)
-            taken += 1
-    if not (partial / MATHJAX_ENTRY).is_file():
-        shutil.rmtree(partial)
-        raise ValueError(f"{tarball.name}: expected package/es5/{MATHJAX_ENTRY}, got a "
-                         f"tarball without it; it is not a MathJax 3 release")
-    (partial / _MARKER).write_text(sha256 + "\n")
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(partial, dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        with tarfile.open(tarball, "r:gz") as tar:
+            for member in tar.getmembers():
+                if not (member.isfile() and _wanted(member.name)):
+                    continue
+                rel = member.name.removeprefix("package/es5/").removeprefix("package/")
+                if ".." in Path(rel).parts:
+                    raise ValueError(f"{tarball.name}: expected paths inside the package, got "
+                                     f"{member.name!r}; the tarball is not a MathJax release")
+                target = partial / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with tar.extractfile(member) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out)
+        if not (partial / MATHJAX_ENTRY).is_file():
+            raise ValueError(f"{tarball.name}: expected package/es5/{MATHJAX_ENTRY}, got a "
+                             f"tarball without it; it is not a MathJax 3 release")
+        (partial / _MARKER).write_text(sha256 + "\n")
+        marker = dest / _MARKER
+        if marker.is_file() and marker.read_text().strip() == sha256:
+            return dest  # the same release is in place already (another process won)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(partial, dest)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return dest
 
 
@@ -470,11 +476,14 @@ def open_page(context, url: str, report: PageReport, mathjax_timeout_s: float = 
     missing: list[str] = []
 
     def route(r):
-        if is_local(r.request.url):
+        url = r.request.url
+        if is_local(url):
             r.continue_()
-        else:
-            blocked.append(r.request.url)
-            r.abort("blockedbyclient")
+            return
+        if url not in blocked:
+            blocked.append(url)
+            report.problems.append(f"{_BLOCKED}{url}")
+        r.abort("blockedbyclient")
 
     def console(msg):
         # A blocked or missing resource is reported once, as a request, not again here.
@@ -491,11 +500,14 @@ def open_page(context, url: str, report: PageReport, mathjax_timeout_s: float = 
     page.on("console", console)
     page.on("pageerror", lambda err: report.problems.append(f"page error: {err}"))
     page.on("response", response)
-    page.goto(url, wait_until="load")
-    state = page.evaluate(_WAIT_MATHJAX, int(mathjax_timeout_s * 1000))
+    try:
+        page.goto(url, wait_until="load")
+        state = page.evaluate(_WAIT_MATHJAX, int(mathjax_timeout_s * 1000))
+    except Exception:
+        page.close()
+        raise
     if state not in ("absent", "typeset"):
         report.problems.append(state)
-    report.problems.extend(f"{_BLOCKED}{u}" for u in dict.fromkeys(blocked))
     return page
 
 
@@ -520,7 +532,13 @@ def check_page(context, site: Path, base_url: str, page_name: str,
         report.problems.append(f"no page {rel} in {site}; expected every page of _toc.yml "
                                f"to be built")
         return report
-    page = open_page(context, base_url + rel, report, mathjax_timeout_s)
+    from playwright.sync_api import Error as BrowserError
+
+    try:
+        page = open_page(context, base_url + rel, report, mathjax_timeout_s)
+    except BrowserError as err:
+        report.problems.append(f"page did not load: {str(err).splitlines()[0]}")
+        return report
     try:
         found = page.evaluate(_PROBE)
         report.problems.extend(unrendered_math(found["texts"]))

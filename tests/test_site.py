@@ -254,6 +254,7 @@ def test_mathjax_extract_takes_only_what_the_book_loads(tmp_path):
     assert got == [site._MARKER, "LICENSE", "output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff",
                    site.MATHJAX_ENTRY]
     assert (dest / site._MARKER).read_text().strip() == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mathjax.tgz", "mj"]  # no leftovers
 
 
 def test_ensure_mathjax_fetches_only_when_the_install_is_not_the_pinned_one(tmp_path,
@@ -280,7 +281,7 @@ def test_mathjax_with_the_wrong_digest_is_refused_and_not_used(tmp_path):
                                          r"corrupt"):
         site.extract_mathjax(corrupt, dest, sha256=site.sha256_of(good))
     assert (dest / site.MATHJAX_ENTRY).read_bytes() == before
-    assert not (tmp_path / "mj.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.tgz", "good.tgz", "mj"]
     with pytest.raises(ValueError, match="expected SHA-256 " + site.MATHJAX_SHA256):
         site.verify_tarball(corrupt)
 
