@@ -13,10 +13,12 @@ Nanda et al. (2022), "Measuring Representational Robustness of Neural Networks
 Through Shared Invariances" (ICML), use it to build STIR (see
 :mod:`stir_lib.stir`).
 
-Representations (:func:`representation`): the named stage's output; 4-D
-activations (N, C, H, W) are averaged over the *spatial* axes (H, W) to
-(N, C) (the public STIR code averages over channels and height instead, which
-mixes channels; we do not), anything else is flattened to (N, D).
+Representations (:func:`representation`): the named layer's output (an
+:class:`~stir_lib.models.ImageModel` stage, or any module of any ``nn.Module`` by its
+``named_modules()`` path, see :mod:`stir_lib.features`), flattened to (N, D): the
+full representation. ``spatial="mean"`` averages 4-D activations (N, C, H, W) over
+the *spatial* axes to (N, C) instead (the public STIR code averages over channels and
+height, which mixes channels; we do not).
 
 Two optimisers (:func:`invert`):
 
@@ -24,13 +26,15 @@ Two optimisers (:func:`invert`):
   x' <- clip(x' - eta g / ||g||_2, 0, 1) per sample, eta = 0.5 ([0, 1] pixel
   units, L2 over the whole image), 1000 iterations, each sample's best iterate
   kept.
-* ``"fast"``: Adam (Kingma & Ba 2015) on x' with projection onto [0, 1];
+* ``"fast"`` (opt-in): Adam (Kingma & Ba 2015) on x' with projection onto the box;
   each sample's learning rate is cut (x0.3) when its distance stops
-  improving, and after three cuts the sample stops. Chosen by measurement
-  (benchmarks/bench_stir.py, and the same comparison on a small conv net):
-  it ends *below* the reference's distance with 1/7 to 1/9 of its model
-  evaluations, on MNIST MLPs (vanilla and L2-adversarially trained) and at a
-  conv net's penultimate and spatially pooled conv layers. Alternatives
+  improving, and after three cuts the sample stops. On MNIST ReLU MLPs
+  (vanilla and L2-adversarially trained; benchmarks/bench_stir.py) it gives STIR
+  within 0.002 of the reference with 1/8 of its model evaluations. It is not a
+  drop-in replacement everywhere: on sigmoid MLPs it stops at about twice the
+  reference's representation distance and scores STIR 0.01-0.10 lower (STIR rises
+  as the inversion converges, so the stopping rule changes the measure). Check it
+  against the reference on every kind of model it is used on. Alternatives
   measured: normalised-gradient steps with a geometrically decaying step
   stall at 1.5x the reference's distance after 200 steps (the problem is
   badly conditioned across pixels, many of which sit at the box bounds;
@@ -46,20 +50,23 @@ eval mode and restores its mode afterwards.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
 
+from . import cache, features, threads
 from .attacks import eval_mode
-from .models import ImageModel, device_of
+from .models import device_of
 from .progress import bar
-from .validation import check_choice, check_image_batch, check_int, check_positive
+from .validation import check_choice, check_int, check_positive
 
-__all__ = ["InversionResult", "SEED_KINDS", "METHODS", "invert", "relative_distance",
-           "representation", "resolve_layer", "seeds"]
+__all__ = ["InversionResult", "SEED_KINDS", "METHODS", "SPATIAL", "invert",
+           "relative_distance", "representation", "resolve_layer", "seeds", "inversion_key"]
 
 SEED_KINDS = ("noise", "uniform", "shuffle", "pool", "constant")
 METHODS = ("reference", "fast")
+SPATIAL = ("flatten", "mean")   # how 4-D activations become (N, D) representations
 
 # defaults per method: (steps, step_size)
 _DEFAULTS = {
@@ -72,74 +79,69 @@ _EPS = 1e-12                    # floor of ||m(x)|| in eq. (1), so a dead repres
 
 
 # --------------------------------------------------------------------------- checks
-def _check_model(model, name: str = "model") -> ImageModel:
-    if not isinstance(model, ImageModel):
-        raise TypeError(f"{name}: expected a stir_lib.models.ImageModel, got "
-                        f"{type(model).__name__}; build models with stir_lib.models.create_model")
-    return model
-
-
-def resolve_layer(model: ImageModel, layer: str | None, name: str = "layer") -> str:
-    """``layer`` checked against ``model.layer_names``; None means ``model.penultimate``."""
-    if layer is None:
-        return model.penultimate
-    check_choice(layer, name, model.layer_names)
-    return layer
+_check_model = features.check_model
+resolve_layer = features.resolve_layer
 
 
 # --------------------------------------------------------------------------- representations
-def _rep(model: ImageModel, x: torch.Tensor, layer: str) -> torch.Tensor:
-    """Differentiable representation (N, D): spatial mean of 4-D outputs, else flattened."""
-    h = model.features(x, layer)
-    if h.ndim == 4:                                     # (N, C, H, W) -> (N, C)
+def _rep(model, x: torch.Tensor, layer: str, spatial: str = "flatten") -> torch.Tensor:
+    """Differentiable representation (N, D): the layer's output flattened, or for 4-D
+    outputs with ``spatial="mean"`` their mean over the spatial axes."""
+    h = features.layer_output(model, x, layer)
+    if h.ndim == 4 and spatial == "mean":               # (N, C, H, W) -> (N, C)
         return h.mean(dim=(2, 3))
     return h.flatten(1)
 
 
-def representation(model: ImageModel, x: torch.Tensor, layer: str | None = None, *,
+def representation(model, x: torch.Tensor, layer: str | None = None, *,
+                   spatial: str = "flatten", box=(0.0, 1.0),
                    batch_size: int = 1000) -> torch.Tensor:
     """The representation m(x) used by inversion and STIR, (N, D).
 
     Args:
-        model: an :class:`~stir_lib.models.ImageModel`.
-        x: (N, C, H, W) images in [0, 1], matching ``model.input_shape``.
-        layer: a name from ``model.layer_names``; None for ``model.penultimate``.
+        model: any ``nn.Module`` (see :mod:`stir_lib.features` for layer names).
+        x: input images in ``box`` (for an ImageModel: (N, C, H, W) in [0, 1]).
+        layer: a layer name; None for the default (an ImageModel's penultimate stage,
+            any other model's output).
+        spatial: "flatten" (the full layer) or "mean" (4-D outputs averaged over H, W).
+        box: the range of valid inputs (the user's normalisation stays in the model).
         batch_size: images per forward pass (memory only; the result does not depend on it).
 
     Returns:
-        (N, D) float tensor on the model's device: the layer's output, averaged
-        over the spatial axes (H, W) if it is 4-D (so D = C), else flattened.
+        (N, D) float tensor on the model's device.
     """
     _check_model(model)
-    model.check_input(x)
+    features.check_input(model, x, "x", box)
     layer = resolve_layer(model, layer)
+    check_choice(spatial, "spatial", SPATIAL)
     check_int(batch_size, "batch_size")
     dev = device_of(model)
-    with eval_mode(model), torch.no_grad():
-        return torch.cat([_rep(model, x[i:i + batch_size].to(dev), layer)
+    with eval_mode(model), torch.no_grad(), threads.use("parallel"):
+        return torch.cat([_rep(model, x[i:i + batch_size].to(dev), layer, spatial)
                           for i in range(0, len(x), batch_size)])
 
 
-def _distance(model, z, layer, target, target_norm) -> torch.Tensor:
-    """Eq. (1) for a batch, (B,), differentiable in z."""
-    return (_rep(model, z, layer) - target).norm(dim=1) / target_norm
+def _distance(read, z, target, target_norm) -> torch.Tensor:
+    """Eq. (1) for a batch, (B,), differentiable in z; ``read(z)`` is the representation."""
+    return (read(z) - target).norm(dim=1) / target_norm
 
 
-def relative_distance(model: ImageModel, x_prime: torch.Tensor, x: torch.Tensor,
-                      layer: str | None = None, *, batch_size: int = 1000) -> torch.Tensor:
+def relative_distance(model, x_prime: torch.Tensor, x: torch.Tensor,
+                      layer: str | None = None, *, spatial: str = "flatten", box=(0.0, 1.0),
+                      batch_size: int = 1000) -> torch.Tensor:
     """Per-sample ||m(x') - m(x)||_2 / ||m(x)||_2, eq. (1), shape (N,).
 
-    Both batches are (N, C, H, W) images in [0, 1]; the representation is that of
+    Both batches are images in ``box``; the representation is that of
     :func:`representation`. ``||m(x)||`` is floored at 1e-12.
     """
     _check_model(model)
-    model.check_input(x, "x")
-    model.check_input(x_prime, "x_prime")
+    features.check_input(model, x_prime, "x_prime", box)
     if x_prime.shape != x.shape:
         raise ValueError(f"x_prime: expected the shape of x {tuple(x.shape)}, got "
                          f"{tuple(x_prime.shape)}; pass one x' per x")
-    r = representation(model, x, layer, batch_size=batch_size)
-    rp = representation(model, x_prime, layer, batch_size=batch_size)
+    kw = dict(spatial=spatial, box=box, batch_size=batch_size)
+    r = representation(model, x, layer, **kw)
+    rp = representation(model, x_prime, layer, **kw)
     return (rp - r).norm(dim=1) / r.norm(dim=1).clamp_min(_EPS)
 
 
@@ -152,9 +154,9 @@ def _derangement(n: int, g: torch.Generator) -> torch.Tensor:
     return d
 
 
-def seeds(kind: str, x: torch.Tensor, seed: int = 0, pool: torch.Tensor | None = None
-          ) -> torch.Tensor:
-    """Starting points x'_0 for the inversion of ``x``, same shape, in [0, 1].
+def seeds(kind: str, x: torch.Tensor, seed: int = 0, pool: torch.Tensor | None = None,
+          box=(0.0, 1.0)) -> torch.Tensor:
+    """Starting points x'_0 for the inversion of ``x``, same shape, in ``box`` (default [0, 1]).
 
     Kinds:
         "noise": standard Gaussian noise clipped to [0, 1] (half the pixels 0,
@@ -168,14 +170,20 @@ def seeds(kind: str, x: torch.Tensor, seed: int = 0, pool: torch.Tensor | None =
             (M, C, H, W), e.g. held-out data.
         "constant": a flat grey image per sample, its level uniform on [0, 1].
 
+    For another box [lo, hi] the [0, 1] draws are mapped to lo + (hi - lo) * u.
+
     The draw uses its own ``torch.Generator`` seeded with ``seed`` (on the CPU,
-    so a seed gives the same start on every device) and does not touch torch's
-    global RNG. Returns a tensor on ``x``'s device with ``x``'s dtype.
+    so a seed gives the same start on every device and CPU and GPU runs of STIR
+    agree) and does not touch torch's global RNG. Returns a tensor on ``x``'s device
+    with ``x``'s dtype.
     """
     check_choice(kind, "seed_kind", SEED_KINDS)
-    check_image_batch(x, "x")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:
+        raise TypeError(f"x: expected a floating-point batch (N, ...), got "
+                        f"{type(x).__name__}{'' if not isinstance(x, torch.Tensor) else ' ' + str(x.dtype)}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+    lo, hi = float(box[0]), float(box[1])
     g = torch.Generator().manual_seed(seed)
     shape, n = x.shape, x.shape[0]
     if kind == "noise":
@@ -183,7 +191,7 @@ def seeds(kind: str, x: torch.Tensor, seed: int = 0, pool: torch.Tensor | None =
     elif kind == "uniform":
         out = torch.rand(shape, generator=g)
     elif kind == "constant":
-        out = torch.rand((n, 1, 1, 1), generator=g).expand(shape).clone()
+        out = torch.rand((n,) + (1,) * (x.ndim - 1), generator=g).expand(shape).clone()
     elif kind == "shuffle":
         if n < 2:
             raise ValueError(f"seed_kind='shuffle': expected at least 2 images to shuffle, "
@@ -193,11 +201,14 @@ def seeds(kind: str, x: torch.Tensor, seed: int = 0, pool: torch.Tensor | None =
         if pool is None:
             raise ValueError("seed_kind='pool': expected a pool of images (M, C, H, W), got "
                              "None; pass pool=held_out_images")
-        check_image_batch(pool, "pool", channels=shape[1], size=shape[2:])
+        if not isinstance(pool, torch.Tensor) or tuple(pool.shape[1:]) != tuple(shape[1:]):
+            raise ValueError(f"pool: expected images of shape (M, {', '.join(map(str, shape[1:]))})"
+                             f", got {getattr(pool, 'shape', type(pool).__name__)}")
         if len(pool) == 0:
             raise ValueError("pool: expected at least one image, got an empty batch")
         idx = torch.randint(len(pool), (n,), generator=g)
         return pool[idx.to(pool.device)].to(device=x.device, dtype=x.dtype).clone()
+    out = lo + (hi - lo) * out if (lo, hi) != (0.0, 1.0) else out
     return out.to(device=x.device, dtype=x.dtype)
 
 
@@ -243,9 +254,9 @@ class _Tracker:
         self.dist[r] = d[better]
 
 
-def _value_and_grad(model, z, layer, target, target_norm):
+def _value_and_grad(read, z, target, target_norm):
     z = z.detach().requires_grad_(True)
-    d = _distance(model, z, layer, target, target_norm)              # (B,)
+    d = _distance(read, z, target, target_norm)                      # (B,)
     # samples are independent (eval mode), so the gradient of the sum is per sample
     (g,) = torch.autograd.grad(d.sum(), z)
     return d.detach(), g
@@ -255,27 +266,27 @@ def _per_sample_norm(g: torch.Tensor) -> torch.Tensor:
     return g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (g.ndim - 1))
 
 
-def _reference(model, z0, layer, target, tnorm, steps, step_size, tick):
+def _reference(read, z0, target, tnorm, steps, step_size, tick, box):
     """Nanda et al.'s loop: ``steps`` normalised-gradient steps, then score the last iterate."""
     n = len(z0)
     rows = torch.arange(n, device=z0.device)
     track, z, hist = _Tracker(z0), z0.clone(), []
     for _ in range(steps):
-        d, g = _value_and_grad(model, z, layer, target, tnorm)
+        d, g = _value_and_grad(read, z, target, tnorm)
         track.update(rows, z, d)
         if track.initial is None:
             track.initial = d.clone()
         hist.append(float(track.dist.sum()))
-        z = (z - step_size * g / _per_sample_norm(g)).clamp_(0, 1)
+        z = (z - step_size * g / _per_sample_norm(g)).clamp_(*box)
         tick()
     with torch.no_grad():
-        track.update(rows, z, _distance(model, z, layer, target, tnorm))
+        track.update(rows, z, _distance(read, z, target, tnorm))
     hist.append(float(track.dist.sum()))
     evals = torch.full((n,), steps + 1, dtype=torch.long)
     return track, evals, hist
 
 
-def _fast(model, z0, layer, target, tnorm, steps, lr, tol, patience, tick,
+def _fast(read, z0, target, tnorm, steps, lr, tol, patience, tick, box,
           betas=(0.9, 0.999), adam_eps=1e-8):
     """Projected Adam with a per-sample learning rate cut on plateaus, then early stopping.
 
@@ -300,7 +311,7 @@ def _fast(model, z0, layer, target, tnorm, steps, lr, tol, patience, tick,
     evals = torch.zeros(n, dtype=torch.long)
     hist = []
     for t in range(steps):
-        d, g = _value_and_grad(model, z, layer, tgt, tn)
+        d, g = _value_and_grad(read, z, tgt, tn)
         evals[rows.cpu()] += 1
         track.update(rows, z, d)
         if track.initial is None:                                # t = 0: every sample
@@ -309,7 +320,7 @@ def _fast(model, z0, layer, target, tnorm, steps, lr, tol, patience, tick,
         m.mul_(b1).add_(g, alpha=1 - b1)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
         step = (m / (1 - b1 ** (t + 1))) / ((v / (1 - b2 ** (t + 1))).sqrt_().add_(adam_eps))
-        z = (z - rate[rows].view(-1, *[1] * (z.ndim - 1)) * step).clamp_(0, 1)
+        z = (z - rate[rows].view(-1, *[1] * (z.ndim - 1)) * step).clamp_(*box)
         tick()
         if (t + 1) % patience == 0:
             best = track.dist[rows]
@@ -326,18 +337,32 @@ def _fast(model, z0, layer, target, tnorm, steps, lr, tol, patience, tick,
                         break
     if len(rows):
         with torch.no_grad():
-            track.update(rows, z, _distance(model, z, layer, tgt, tn))
+            track.update(rows, z, _distance(read, z, tgt, tn))
         evals[rows.cpu()] += 1
         hist.append(float(track.dist.sum()))
     return track, evals, hist
 
 
-def invert(model: ImageModel, x: torch.Tensor, layer: str | None = None, *,
+def inversion_key(identity: str, x: torch.Tensor, layer: str, *, spatial: str, method: str,
+                  steps: int, step_size: float, seed: int, seed_kind: str, box,
+                  pool: torch.Tensor | None = None, tol: float = 0.1, patience: int = 10) -> dict:
+    """The cache configuration of one inversion: the model's identity
+    (:func:`stir_lib.cache.model_identity`), the images, the layer and every option."""
+    return {"model": identity, "x": cache.fingerprint(x), "layer": layer, "spatial": spatial,
+            "method": method, "steps": steps, "step_size": step_size, "seed": seed,
+            "seed_kind": seed_kind, "box": [float(box[0]), float(box[1])],
+            "pool": cache.fingerprint(pool) if pool is not None and seed_kind == "pool" else None,
+            "fast": [tol, patience] if method == "fast" else None,
+            "code": cache.code_version(sys.modules[__name__], features)}
+
+
+def invert(model, x: torch.Tensor, layer: str | None = None, *,
            seed_kind: str = "noise", method: str = "reference", steps: int | None = None,
            step_size: float | None = None, seed: int = 0, pool: torch.Tensor | None = None,
            start: torch.Tensor | None = None, tol: float = 0.1, patience: int = 10,
+           spatial: str = "flatten", box=(0.0, 1.0), use_cache: bool = False,
            batch_size: int = 500, progress: bool | None = None) -> InversionResult:
-    """Identically represented inputs: argmin over x' in [0, 1] of eq. (1), per sample.
+    """Identically represented inputs: argmin over x' in the box of eq. (1), per sample.
 
     Representation inversion (Mahendran & Vedaldi 2015) as Nanda et al. (2022)
     use it for STIR: each x' starts from a seed x'_0 (:func:`seeds`) and
@@ -345,26 +370,33 @@ def invert(model: ImageModel, x: torch.Tensor, layer: str | None = None, *,
     iterate of each sample is returned.
 
     Args:
-        model: an :class:`~stir_lib.models.ImageModel`; run in eval mode, its mode restored.
-        x: (N, C, H, W) target images in [0, 1], matching ``model.input_shape``.
-        layer: a name from ``model.layer_names``; None for ``model.penultimate``.
+        model: any ``nn.Module`` (an :class:`~stir_lib.models.ImageModel`, a torchvision
+            model, ...); run in eval mode on its own device, its mode restored.
+        x: target inputs in ``box`` (for an ImageModel: (N, C, H, W) in [0, 1]).
+        layer: a layer name (see :mod:`stir_lib.features`); None for the default (an
+            ImageModel's penultimate stage, any other model's output).
         seed_kind: the start x'_0, one of :data:`SEED_KINDS` (see :func:`seeds`).
-        method: "reference" (the paper's normalised-gradient descent) or "fast"
-            (projected Adam, learning rate cut on plateaus, early stopping).
+        method: "reference" (default: the paper's normalised-gradient descent) or
+            "fast" (opt-in: projected Adam, learning rate cut on plateaus, early
+            stopping; see the module docstring for where it differs).
         steps: gradient steps per sample; default 1000 (reference, the paper's)
             or at most 200 (fast).
-        step_size: reference: the L2 length of each step over the whole image,
-            in [0, 1] pixel units, default 0.5 (the paper's). fast: Adam's
-            initial learning rate, i.e. the typical per-pixel move per step in
-            pixel units, default 0.2.
+        step_size: reference: the L2 length of each step over the whole input,
+            in the box's units, default 0.5 (the paper's, for [0, 1] pixels). fast:
+            Adam's initial learning rate, default 0.2.
         seed: seeds the start (an int; see :func:`seeds`).
         pool: images to draw starts from when ``seed_kind="pool"``.
-        start: (N, C, H, W) explicit starts in [0, 1]; overrides ``seed_kind``/``seed``.
+        start: explicit starts in the box, shaped like ``x``; overrides ``seed_kind``/``seed``.
         tol, patience: fast only: every ``patience`` steps, a sample whose best
             distance fell by at most the fraction ``tol`` (relative) over those
             steps restarts from its best iterate at 0.3x its learning rate; its
             fourth such plateau stops it. ``tol=0`` reacts only to no progress
             at all.
+        spatial: "flatten" (default: the whole layer) or "mean" (4-D outputs averaged
+            over the spatial axes), as :func:`representation`.
+        box: (low, high) of valid inputs; iterates are clamped to it.
+        use_cache: load/store the result in the cache (:mod:`stir_lib.cache`), keyed by
+            :func:`inversion_key` (not with an explicit ``start``).
         batch_size: samples optimised together (memory only: samples are independent).
         progress: progress bar; None shows it only on a terminal.
 
@@ -372,20 +404,32 @@ def invert(model: ImageModel, x: torch.Tensor, layer: str | None = None, *,
         :class:`InversionResult` (x_prime on ``x``'s device).
     """
     _check_model(model)
-    model.check_input(x, "x")
+    features.check_input(model, x, "x", box)
     layer = resolve_layer(model, layer)
     check_choice(method, "method", METHODS)
+    check_choice(spatial, "spatial", SPATIAL)
+    box = (float(box[0]), float(box[1]))
     d_steps, d_size = _DEFAULTS[method]
     steps = check_int(d_steps if steps is None else steps, "steps")
     step_size = check_positive(d_size if step_size is None else step_size, "step_size")
     tol = check_positive(tol, "tol", allow_zero=True)
     patience = check_int(patience, "patience")
     batch_size = check_int(batch_size, "batch_size")
+    if use_cache and start is None:
+        key = inversion_key(cache.model_identity(model), x, layer, spatial=spatial,
+                            method=method, steps=steps, step_size=step_size, seed=seed,
+                            seed_kind=seed_kind, box=box, pool=pool, tol=tol, patience=patience)
+        entry = cache.get_or_create("inversion", key, lambda: _as_payload(invert(
+            model, x, layer, seed_kind=seed_kind, method=method, steps=steps,
+            step_size=step_size, seed=seed, pool=pool, tol=tol, patience=patience,
+            spatial=spatial, box=box, batch_size=batch_size, progress=progress)),
+            device=device_of(model))
+        return _from_payload(entry, x.device)
     kind_used = seed_kind if start is None else "start"
     if start is None:
-        start = seeds(seed_kind, x, seed, pool)
+        start = seeds(seed_kind, x, seed, pool, box)
     else:
-        model.check_input(start, "start")
+        features.check_input(model, start, "start", box)
         if start.shape != x.shape:
             raise ValueError(f"start: expected the shape of x {tuple(x.shape)}, got "
                              f"{tuple(start.shape)}; pass one start per image")
@@ -396,19 +440,24 @@ def invert(model: ImageModel, x: torch.Tensor, layer: str | None = None, *,
     hist_rows: list[list[float]] = []
     n_batches = math.ceil(n / batch_size)
     pbar = bar(total=n_batches * steps, desc=f"inversion ({method})", progress=progress)
-    with eval_mode(model), torch.enable_grad():
+
+    def read(z):
+        return _rep(model, z, layer, spatial)
+
+    with eval_mode(model), torch.enable_grad(), threads.use("parallel"):
         for i in range(0, n, batch_size):
+            threads.refresh()
             xb = x[i:i + batch_size].to(dev)
             z0 = start[i:i + batch_size].to(dev)
             with torch.no_grad():
-                target = _rep(model, xb, layer)                         # (B, D)
+                target = read(xb)                                       # (B, D)
                 tnorm = target.norm(dim=1).clamp_min(_EPS)              # (B,)
             if method == "reference":
-                track, ev, hist = _reference(model, z0, layer, target, tnorm, steps,
-                                             step_size, pbar.update)
+                track, ev, hist = _reference(read, z0, target, tnorm, steps, step_size,
+                                             pbar.update, box)
             else:
-                track, ev, hist = _fast(model, z0, layer, target, tnorm, steps, step_size,
-                                        tol, patience, pbar.update)
+                track, ev, hist = _fast(read, z0, target, tnorm, steps, step_size, tol,
+                                        patience, pbar.update, box)
             init[i:i + len(xb)] = track.initial.cpu()
             x_prime[i:i + len(xb)] = track.best.to(x.device)
             dist[i:i + len(xb)] = track.dist.cpu()
@@ -421,3 +470,16 @@ def invert(model: ImageModel, x: torch.Tensor, layer: str | None = None, *,
     return InversionResult(x_prime=x_prime, distance=dist, initial_distance=init,
                            history=history, evaluations=evals, method=method, layer=layer,
                            seed_kind=kind_used, seed=seed)
+
+
+def _as_payload(r: InversionResult) -> dict:
+    return {"x_prime": r.x_prime.cpu(), "distance": r.distance, "initial_distance":
+            r.initial_distance, "history": r.history, "evaluations": r.evaluations,
+            "method": r.method, "layer": r.layer, "seed_kind": r.seed_kind, "seed": r.seed}
+
+
+def _from_payload(p: dict, device) -> InversionResult:
+    return InversionResult(x_prime=p["x_prime"].to(device), distance=p["distance"],
+                           initial_distance=p["initial_distance"], history=p["history"],
+                           evaluations=p["evaluations"], method=p["method"], layer=p["layer"],
+                           seed_kind=p["seed_kind"], seed=int(p["seed"]))

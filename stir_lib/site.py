@@ -399,7 +399,10 @@ async () => {
   // them and the article: their content is clipped or sticks out of the column.
   const column = document.querySelector('article') || document.querySelector('main')
     || document.body;
-  const col = column.getBoundingClientRect();
+  const box = column.getBoundingClientRect(), pad = getComputedStyle(column);
+  const col = {left: box.left + parseFloat(pad.paddingLeft) + parseFloat(pad.borderLeftWidth),
+               right: box.right - parseFloat(pad.paddingRight) - parseFloat(pad.borderRightWidth)};
+  col.width = col.right - col.left;  // the column's content box: where text runs
   const scrolls = el => ['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
   const inside = r => r.left >= col.left - 1 && r.right <= col.right + 1;
   const name = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
@@ -416,7 +419,8 @@ async () => {
     }
     if (!ok) overflowing.push(`${name(el)} is ${Math.round(Math.max(r.width, el.scrollWidth))}`
       + ` px wide in a ${Math.round(col.width)} px column, with no scrolling container`
-      + ` ("${(el.textContent || el.getAttribute('src') || '').trim().slice(0, 40)}")`);
+      + ` ("${(el.textContent || el.getAttribute('src') || '').replace(/\s+/g, ' ').trim()
+              .slice(0, 40)}")`);
   }
   return {
     texts, brokenImages, mathErrors, overflowing,
