@@ -321,8 +321,8 @@ def broken_links(site: Path, base_url: str, hrefs: list[str]) -> list[str]:
         if rel == "" or rel.endswith("/") or target.is_dir():
             target = target / "index.html"
         if not target.is_file():
-            problems.append(f"broken link {href.removeprefix(base_url)}: no file "
-                            f"{target.relative_to(site) if target.is_relative_to(site) else target}")
+            shown = target.relative_to(site) if target.is_relative_to(site) else target
+            problems.append(f"broken link {href.removeprefix(base_url)}: no file {shown}")
             continue
         fragment = unquote(parts.fragment)
         if fragment and target.suffix == ".html" \
@@ -694,8 +694,6 @@ def build_pdf(root: Path, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from stir_lib import run
-
     parser = argparse.ArgumentParser(prog="python -m stir_lib.site", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -707,6 +705,14 @@ def main(argv: list[str] | None = None) -> None:
     pdf.add_argument("--out", type=Path, help="default: _build/pdf/book.pdf")
     sub.add_parser("install-mathjax", help=f"fetch and verify mathjax@{MATHJAX_VERSION}")
     args = parser.parse_args(argv)
+    try:
+        _run(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:  # says what to do: no trace
+        raise SystemExit(f"[site] {err}") from None
+
+
+def _run(args: argparse.Namespace) -> None:
+    from stir_lib import run
 
     if args.command == "install-mathjax":
         print(f"[site] mathjax@{MATHJAX_VERSION}: {ensure_mathjax()}")
