@@ -42,7 +42,8 @@ import torch
 from .progress import bar
 from .validation import check_choice, check_image_batch
 
-__all__ = ["data_root", "mnist", "mnist_halves", "digits", "lfw_faces", "subset",
+__all__ = ["data_root", "mnist", "mnist_halves", "fashion_mnist", "FASHION_CLASSES",
+           "FashionMNISTUnavailableError", "digits", "lfw_faces", "subset",
            "MNISTUnavailableError", "cifar10", "cifar100", "cifar_classes", "image_folder",
            "downscale", "DatasetNotFoundError"]
 
@@ -239,6 +240,131 @@ def mnist(split: str = "train", root: str | os.PathLike | None = None):
     if key not in _MNIST_MEMO:
         _MNIST_MEMO[key] = _load_all(root)
     x, y = _MNIST_MEMO[key][split]
+    images = torch.from_numpy(x.astype(np.float32) / np.float32(255.0)).unsqueeze(1)
+    return images, torch.from_numpy(y.astype(np.int64))
+
+
+# ------------------------------------------------------------------ Fashion-MNIST
+# Digests of the decoded content (SHA-256 of the uint8 images (N, 28, 28) and of the uint8
+# labels), computed from Debian's dataset-fashion-mnist 0.0~git20200523.55506a9-1. Debian
+# recompressed the .gz files, so their MD5s differ from torchvision's; the content is the
+# original's: 60,000 / 10,000 images with exactly 6,000 / 1,000 of each of the 10 classes.
+FASHION_DIGESTS = {
+    "train": ("2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
+              "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7"),
+    "test": ("c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
+             "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9"),
+}
+FASHION_DEB = ("dataset-fashion-mnist", "usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")
+
+
+class FashionMNISTUnavailableError(RuntimeError):
+    """No Fashion-MNIST source worked; the message lists what was tried."""
+
+
+def _idx_folder(folder: Path) -> dict:
+    """{"train": (images, labels), "test": ...} from the four IDX files (.gz or not)."""
+    out = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        arrays = []
+        for kind in ("images-idx3", "labels-idx1"):
+            stem = folder / f"{prefix}-{kind}-ubyte"
+            path = stem if stem.exists() else stem.with_name(stem.name + ".gz")
+            if not path.exists():
+                raise FileNotFoundError(f"no {stem}[.gz]")
+            arrays.append(_read_idx(path))
+        out[split] = tuple(arrays)
+    return out
+
+
+def _verify_fashion(split: str, images: np.ndarray, labels: np.ndarray, source: str) -> None:
+    want_x, want_y = FASHION_DIGESTS[split]
+    counts = np.bincount(labels, minlength=10)
+    per_class = 6000 if split == "train" else 1000
+    if images.shape[1:] != (28, 28) or _digest(images) != want_x or _digest(labels) != want_y \
+            or not (counts == per_class).all():
+        raise ValueError(f"Fashion-MNIST {split} from {source}: content mismatch (expected the "
+                         f"original {split} split, {per_class} images of each class, with the "
+                         f"pinned SHA-256 digests; got shape {images.shape}, label counts "
+                         f"{counts.tolist()}); delete or replace the files")
+
+
+def _from_debian_package(cache: Path) -> dict:
+    """Fetch Debian's dataset-fashion-mnist with ``apt-get download`` and unpack its IDX files
+    with ``dpkg-deb -x`` (no installation, no root needed)."""
+    package, inner = FASHION_DEB
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        for cmd in (["apt-get", "download", package], None):
+            if cmd is None:
+                debs = sorted(Path(tmp).glob(f"{package}_*.deb"))
+                if not debs:
+                    raise RuntimeError(f"`apt-get download {package}` left no .deb file")
+                cmd = ["dpkg-deb", "-x", str(debs[-1]), str(Path(tmp) / "x")]
+            try:
+                proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=600)
+            except FileNotFoundError as err:
+                raise RuntimeError(f"`{cmd[0]}` is not available on this machine (a Debian "
+                                   f"tool)") from err
+            if proc.returncode:
+                raise RuntimeError(f"`{' '.join(cmd[:3])}` failed: {proc.stderr.strip()[-300:]}")
+        return _idx_folder(Path(tmp) / "x" / inner)
+
+
+_FASHION_MEMO: dict = {}
+
+
+def _load_fashion(root: Path) -> dict:
+    own = root / "fashion-mnist" / "fashion_mnist_uint8.npz"
+    sources = [
+        (f"torchvision folder {root / 'FashionMNIST' / 'raw'}",
+         lambda: _idx_folder(root / "FashionMNIST" / "raw")),
+        (f"verified copy {own}", lambda: _read_npz(own)),
+        (f"Debian package {FASHION_DEB[0]} (apt-get download + dpkg-deb -x)",
+         lambda: _from_debian_package(root / "fashion-mnist")),
+    ]
+    tried = []
+    for name, load in sources:
+        try:
+            got = load()
+            for split in ("train", "test"):
+                _verify_fashion(split, *got[split], source=name)
+        except Exception as err:  # noqa: BLE001 - try the next source, report all
+            tried.append(f"  - {name}: {type(err).__name__}: {err}")
+            continue
+        if not name.startswith("verified copy"):
+            own.parent.mkdir(parents=True, exist_ok=True)
+            tmp = own.with_suffix(".tmp.npz")
+            np.savez(tmp, **{f"{s}_{k}": got[s][i] for s in got for i, k in enumerate("xy")})
+            os.replace(tmp, own)
+        return got
+    raise FashionMNISTUnavailableError(
+        "could not load Fashion-MNIST from any source:\n" + "\n".join(tried) +
+        "\nFix: put torchvision's FashionMNIST/raw folder (the four IDX files) under "
+        f"$STIR_DATA (now {root}), or allow `apt-get download {FASHION_DEB[0]}` to reach "
+        "Debian's package archive.")
+
+
+def fashion_mnist(split: str = "train", root: str | os.PathLike | None = None):
+    """Fashion-MNIST (Xiao, Rasul & Vollgraf 2017), the original split, as (images, labels).
+
+    Sources, in order, each checked against the same content digests and class counts:
+    a torchvision-format folder ``<root>/FashionMNIST/raw/*-ubyte[.gz]``; this library's
+    verified copy; Debian's package ``dataset-fashion-mnist`` (fetched with
+    ``apt-get download``, unpacked with ``dpkg-deb -x``).
+
+    Returns:
+        images: float32 (N, 1, 28, 28), pixel = byte / 255; labels: int64 (N,), classes in
+        the order of ``FASHION_CLASSES``. N = 60,000 (train) or 10,000 (test).
+    """
+    check_choice(split, "split", ("train", "test"))
+    root = Path(root).expanduser() if root is not None else data_root()
+    key = str(root.resolve())
+    if key not in _FASHION_MEMO:
+        _FASHION_MEMO[key] = _load_fashion(root)
+    x, y = _FASHION_MEMO[key][split]
     images = torch.from_numpy(x.astype(np.float32) / np.float32(255.0)).unsqueeze(1)
     return images, torch.from_numpy(y.astype(np.int64))
 

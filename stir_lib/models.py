@@ -244,6 +244,50 @@ def convnet(channels: Sequence[int] = (16, 32), hidden: int = 256, num_classes: 
     return ImageModel(stages, nn.Linear(hidden, num_classes), input_shape)
 
 
+class _Residual(nn.Module):
+    """x + f(x), then ReLU: the identity skip of He et al. (2016) around ``f``."""
+
+    def __init__(self, f: nn.Module):
+        super().__init__()
+        self.f = f
+
+    def forward(self, x):
+        return torch.relu(x + self.f(x))
+
+
+def mnist_conv(channels: Sequence[int] = (8, 16), hidden: int = 128, residual: bool = False,
+               num_classes: int = 10, input_shape: Sequence[int] = MNIST_SHAPE) -> ImageModel:
+    """A small strided conv net for MNIST-sized inputs, with or without a residual block.
+
+    Stages: ``conv1`` (5x5 stride 2 + ReLU: C1 x H/2 x W/2), ``conv2`` (5x5 stride 2 + ReLU:
+    C2 x H/4 x W/4), ``block`` (two 3x3 convs at C2 x H/4 x W/4; with ``residual`` an
+    identity skip around them, He et al. 2016), ``fc`` (flatten, linear, ReLU). The plain
+    and the residual variant have the same weights' shapes and differ only in the skip,
+    so comparing them isolates what the skip does. Strides instead of pooling keep it
+    cheap to train adversarially on a CPU.
+    """
+    c_in, h, w = input_shape
+    c1, c2 = channels
+    inner = nn.Sequential(nn.Conv2d(c2, c2, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(c2, c2, 3, padding=1))
+    block = _Residual(inner) if residual else nn.Sequential(inner, nn.ReLU())
+    hh, ww = (h + 1) // 2, (w + 1) // 2
+    hh, ww = (hh + 1) // 2, (ww + 1) // 2
+    stages = [
+        ("conv1", nn.Sequential(nn.Conv2d(c_in, c1, 5, 2, 2), nn.ReLU())),
+        ("conv2", nn.Sequential(nn.Conv2d(c1, c2, 5, 2, 2), nn.ReLU())),
+        ("block", block),
+        ("fc", nn.Sequential(nn.Flatten(), nn.Linear(c2 * hh * ww, hidden), nn.ReLU())),
+    ]
+    return ImageModel(stages, nn.Linear(hidden, num_classes), input_shape)
+
+
+register_model("mnist_conv", "small strided MNIST conv net: conv1, conv2 (5x5/2), a 3x3 block, fc")(
+    lambda **kw: mnist_conv(residual=False, **kw))
+register_model("mnist_res", "the same as mnist_conv with an identity skip around the 3x3 block")(
+    lambda **kw: mnist_conv(residual=True, **kw))
+
+
 class BasicBlock(nn.Module):
     """Residual block of He et al. (2016): two 3x3 convs with BatchNorm, identity skip."""
 

@@ -1,4 +1,9 @@
-"""Figures shared by the chapters: image grids and paper-versus-ours tables."""
+"""Figures shared by the chapters: one style for the book, heatmaps, seed spreads, image grids.
+
+:func:`book_style` sets the figure style once per notebook (seaborn's "ticks" theme with
+font sizes that stay legible when a figure is scaled to the text column, about 7
+inches wide at 100 dpi): every chapter calls it first.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,63 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+import seaborn as sns
 import torch
 
-__all__ = ["image_grid", "perturbation_image"]
+__all__ = ["book_style", "COLUMN_WIDTH", "matrix_heatmap", "seed_spread", "image_grid",
+           "perturbation_image"]
+
+COLUMN_WIDTH = 7.0   # inches: the book's text column at 100 dpi
+
+
+def book_style() -> None:
+    """The book's one figure style (call once at the top of a notebook)."""
+    sns.set_theme(context="notebook", style="ticks", font_scale=1.0, rc={
+        "figure.dpi": 100, "savefig.dpi": 150, "figure.figsize": (COLUMN_WIDTH, 3.6),
+        "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10,
+        "ytick.labelsize": 10, "legend.fontsize": 10, "axes.spines.right": False,
+        "axes.spines.top": False})
+
+
+def matrix_heatmap(frame: pd.DataFrame, ax=None, *, title: str = "", vmin: float = 0.0,
+                   vmax: float = 1.0, fmt: str = ".2f", cbar: bool = True):
+    """An annotated heatmap of a square similarity matrix (rows and columns labelled as the
+    frame's index and columns, with their names as axis labels)."""
+    if ax is None:
+        side = min(COLUMN_WIDTH, 0.42 * len(frame) + 2.0)
+        _, ax = plt.subplots(figsize=(side + (0.8 if cbar else 0), side))
+    size = 10 if len(frame) <= 8 else 8 if len(frame) <= 14 else 6.5
+    sns.heatmap(frame, ax=ax, vmin=vmin, vmax=vmax, cmap="viridis", annot=True, fmt=fmt,
+                annot_kws={"size": size}, square=True, cbar=cbar, linewidths=0.3,
+                cbar_kws={"shrink": 0.7})
+    ax.set_xlabel(frame.columns.name or "")
+    ax.set_ylabel(frame.index.name or "")
+    ax.tick_params(axis="x", rotation=60, labelsize=size + 1)
+    ax.tick_params(axis="y", rotation=0, labelsize=size + 1)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def seed_spread(frame: pd.DataFrame, *, x: str, y: str, hue: str | None = None, ax=None,
+                style: str | None = None, markers: bool = True, **kwargs):
+    """Per-seed values drawn as their mean with a 95 % interval over seeds (t-based, what the
+    verdicts use) as error bars; one line per ``hue``."""
+    if ax is None:
+        _, ax = plt.subplots()
+    sns.pointplot(data=frame, x=x, y=y, hue=hue, ax=ax, errorbar=_t_interval, capsize=0.15,
+                  dodge=0.25 if hue and frame[hue].nunique() > 1 else False,
+                  markers="o" if markers else None,
+                  linestyles="-", **kwargs)
+    return ax
+
+
+def _t_interval(values) -> tuple[float, float]:
+    from .verdicts import over_seeds
+    e = over_seeds(list(values))
+    hw = e.half_width if e.measured else 0.0
+    return e.mean - hw, e.mean + hw
 
 
 def perturbation_image(delta: torch.Tensor, scale: float | None = None) -> torch.Tensor:

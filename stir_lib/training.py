@@ -52,6 +52,7 @@ class TrainConfig:
     adv_norm: str = "l2"             # threat model of the adversarial losses
     adv_eps: float = 0.0             # radius in [0, 1] pixel units
     adv_steps: int = 7               # PGD steps during training
+    adv_step_size: float | None = None  # PGD step length; None: Madry et al.'s 2.5 eps / steps
     beta: float = 6.0                # TRADES / MART trade-off weight
     autoencoder_epochs: int = 0      # > 0: pre-train the body as a sigmoid autoencoder first
     #                                  (then train as below: the whole net, or the head only)
@@ -94,11 +95,11 @@ def _adv_loss(model, xb, yb, cfg: TrainConfig, step_seed: int) -> torch.Tensor:
         return F.cross_entropy(model(xb), yb)
     if cfg.loss == "pgd-at":
         x_adv = pgd(model, xb, yb, norm=cfg.adv_norm, eps=cfg.adv_eps, steps=cfg.adv_steps,
-                    seed=step_seed)
+                    step_size=cfg.adv_step_size, seed=step_seed)
         return F.cross_entropy(model(x_adv), yb)
     if cfg.loss == "pgd-mix":
         x_adv = pgd(model, xb, yb, norm=cfg.adv_norm, eps=cfg.adv_eps, steps=cfg.adv_steps,
-                    seed=step_seed)
+                    step_size=cfg.adv_step_size, seed=step_seed)
         return 0.5 * (F.cross_entropy(model(xb), yb) + F.cross_entropy(model(x_adv), yb))
     if cfg.loss == "trades":  # Zhang et al., ICML 2019
         with torch.no_grad(), attacks.eval_mode(model):
@@ -108,13 +109,13 @@ def _adv_loss(model, xb, yb, cfg: TrainConfig, step_seed: int) -> torch.Tensor:
             return F.kl_div(F.log_softmax(logits, 1), p, reduction="none").sum(1)
 
         x_adv = pgd(model, xb, p_clean, norm=cfg.adv_norm, eps=cfg.adv_eps, steps=cfg.adv_steps,
-                    loss=kl, seed=step_seed)
+                    step_size=cfg.adv_step_size, loss=kl, seed=step_seed)
         logits = model(xb)
         robust = kl(model(x_adv), F.softmax(logits, 1)).mean()
         return F.cross_entropy(logits, yb) + cfg.beta * robust
     if cfg.loss == "mart":  # Wang et al., ICLR 2020
         x_adv = pgd(model, xb, yb, norm=cfg.adv_norm, eps=cfg.adv_eps, steps=cfg.adv_steps,
-                    seed=step_seed)
+                    step_size=cfg.adv_step_size, seed=step_seed)
         logits, logits_adv = model(xb), model(x_adv)
         p_adv, p_clean = F.softmax(logits_adv, 1), F.softmax(logits, 1)
         other = p_adv.scatter(1, yb[:, None], 0.0).amax(1)

@@ -13,11 +13,10 @@ learning rate on the task's validation split and report test accuracy for that
 learning rate only. Neither augments the data (the paper uses random crops and flips).
 
 A downstream :class:`Task` holds train/val/test splits. The ci-scale tasks are real,
-offline and in the MNIST source's format (1 x 28 x 28 grey in [0, 1]):
-:func:`digits_task` (scikit-learn's 8x8 digits), :func:`faces_task` (scikit-image's
-LFW faces vs non-faces) and :func:`low_data_task` (MNIST digits the source never saw,
-with a few labels each; the source is trained on :func:`source_split`).
-:func:`downscaled` is the paper's granularity experiment (R3). At paper scale,
+offline 28 x 28 grey data sets (:func:`class_task`: classes of MNIST or Fashion-MNIST,
+with thousands of test images each). :func:`downscaled` is the paper's granularity
+experiment (R3). :class:`TaskSpec` and :class:`Transfer` describe tasks and transfer
+runs as picklable jobs (see :mod:`stir_lib.jobs`). At paper scale,
 :func:`paper_task` reads the downstream sets and :func:`load_robustness_checkpoint`
 reads the released robust ImageNet models (MadryLab's ``robustness`` format).
 """
@@ -43,10 +42,10 @@ from .training import data_fingerprint
 from .validation import (check_choice, check_image_batch, check_int, check_labels, check_positive,
                          check_tensor)
 
-__all__ = ["Task", "TransferResult", "source_split", "digits_task", "faces_task",
-           "low_data_task", "make_task", "downscaled", "paper_task", "fixed_feature",
+__all__ = ["Task", "TransferResult", "class_task", "TaskSpec", "Transfer", "Checkpoint",
+           "downscaled", "downscale_changes", "paper_task", "fixed_feature",
            "fine_tune", "load_robustness_checkpoint", "check_checkpoints", "PAPER_HPARAMS",
-           "PAPER_TASKS", "CI_TASKS", "SOURCE_CLASSES"]
+           "PAPER_TASKS"]
 
 # Salman et al. 2020, appendix (transfer set-up), for both fixed-feature and full-network
 # transfer: SGD with momentum 0.9, batch 64, 150 epochs, learning rate divided by 10 every
@@ -58,8 +57,6 @@ PAPER_HPARAMS = MappingProxyType(dict(lrs=(0.01, 0.001), epochs=150, batch_size=
 # The paper's 12 downstream sets, as paper_task names (Section 3; folders root/<name>/).
 PAPER_TASKS = ("aircraft", "birdsnap", "caltech101", "caltech256", "cifar10", "cifar100",
                "dtd", "flowers", "food", "pets", "stanford_cars", "sun397")
-
-SOURCE_CLASSES = (0, 1, 2, 3, 4)  # the MNIST digits the ci-scale source model is trained on
 
 _MNIST_SIZE = (28, 28)
 
@@ -196,114 +193,61 @@ def _task_from_split(name, x, y, idx, num_classes, tests, input_size=None) -> Ta
                 input_size, {"train": tr, "val": va, "test": te})
 
 
-def source_split(x: torch.Tensor, y: torch.Tensor,
-                 classes: Sequence[int] = SOURCE_CLASSES) -> tuple[torch.Tensor, torch.Tensor]:
-    """The source model's training set: the examples of ``classes``, labels remapped.
+def _dataset(name: str, split: str, root=None):
+    if name == "mnist":
+        return data.mnist(split, root)
+    if name == "fashion-mnist":
+        return data.fashion_mnist(split, root)
+    raise ValueError(f"dataset: expected 'mnist' or 'fashion-mnist', got {name!r}")
+
+
+def class_task(name: str, dataset: str, classes: Sequence[int] | None = None, *,
+               n_train: int | None = None, per_class: int | None = None, n_val: int = 2000,
+               seed: int = 0, tests: str = "", root=None) -> Task:
+    """A downstream task from an offline 28x28 data set (MNIST or Fashion-MNIST).
+
+    Training and validation images are drawn (seeded, stratified, disjoint) from the data
+    set's training split, restricted to ``classes`` (labels renumbered ``classes[i]`` ->
+    i); the test split is *every* test image of those classes, so that a transfer
+    accuracy is measured on thousands of images.
 
     Args:
-        x, y: images (N, C, H, W) and int64 labels, e.g. ``data.mnist("train")``.
-        classes: labels to keep; ``classes[i]`` becomes label ``i`` (the default digits
-            0-4 keep their labels).
-
-    Returns:
-        (images, labels) of the kept examples, in their original order.
-    """
-    check_tensor(x, "x")
-    check_labels(y, len(x), int(y.max()) + 1 if len(y) else 1, "y")
-    classes = _check_classes(classes)
-    keep = torch.isin(y, torch.tensor(classes))
-    if not keep.any():
-        raise ValueError(f"classes: expected labels present in y, got {classes} but y holds "
-                         f"{torch.unique(y).tolist()}")
-    return x[keep], _remap(y[keep], classes)
-
-
-def digits_task(seed: int = 0, *, val_fraction: float = 0.2,
-                test_fraction: float = 0.3) -> Task:
-    """scikit-learn's 8x8 digits (1,797 images, 10 classes), upsampled to 28 x 28.
-
-    Upsampling is bilinear (``align_corners=False``): the digits fill the frame, unlike
-    MNIST's 20x20 box, and are blurrier. Split per class (stratified) with ``seed``.
-    """
-    x, y = data.digits()
-    x = _resize(x, _MNIST_SIZE)
-    idx = _stratified_split(y, (val_fraction, test_fraction), seed)
-    return _task_from_split("digits", x, y, idx, 10, "near-domain shift: the same ten digits "
-                            "from another scanner, 8x8 upsampled to 28x28")
-
-
-def faces_task(seed: int = 0, *, val_fraction: float = 0.2, test_fraction: float = 0.3) -> Task:
-    """scikit-image's LFW subset, 100 faces (label 1) vs 100 non-faces (0), 25 -> 28 pixels.
-
-    Resized bilinearly (``align_corners=False``); split per class with ``seed``
-    (by default 100 train, 40 val, 60 test).
-    """
-    x, y = data.lfw_faces()
-    x = _resize(x, _MNIST_SIZE)
-    idx = _stratified_split(y, (val_fraction, test_fraction), seed)
-    return _task_from_split("faces", x, y, idx, 2, "far-domain shift: faces vs natural-image "
-                            "patches, 200 images")
-
-
-def low_data_task(seed: int = 0, per_class: int = 10, *, classes: Sequence[int] = (5, 6, 7, 8, 9),
-                  val_per_class: int = 100, test_per_class: int | None = None,
-                  root=None) -> Task:
-    """MNIST digits the source never saw, with ``per_class`` labelled training images each.
-
-    Training and validation images are drawn (seeded, disjoint) from the MNIST training
-    images of ``classes``; the test split is the MNIST test set's images of ``classes``
-    (all, or ``test_per_class`` drawn at random). Labels are remapped: ``classes[i]`` -> i.
-
-    Args:
+        name: the task's name (part of cache keys).
+        dataset: "mnist" or "fashion-mnist".
+        classes: labels to keep; None for all ten.
+        n_train: training images (stratified); or ``per_class`` labelled images per class
+            (a low-data task). Exactly one of the two.
+        n_val: validation images (stratified), for choosing learning rates and eps.
         seed: seeds the draws.
-        per_class: labelled training images per class (>= 1).
-        classes: the digits of the task; keep them disjoint from the source's
-            (:data:`SOURCE_CLASSES`).
-        val_per_class: validation images per class (>= 1).
-        test_per_class: test images per class, or None for all.
-        root: MNIST data folder (see :func:`stir_lib.data.mnist`).
     """
-    per_class = check_int(per_class, "per_class")
-    val_per_class = check_int(val_per_class, "val_per_class")
-    if test_per_class is not None:
-        test_per_class = check_int(test_per_class, "test_per_class")
-    classes = _check_classes(classes)
-    x, y = data.mnist("train", root)
-    xt, yt = data.mnist("test", root)
+    if (n_train is None) == (per_class is None):
+        raise ValueError(f"task {name!r}: expected exactly one of n_train and per_class, got "
+                         f"n_train={n_train}, per_class={per_class}")
+    classes = tuple(range(10)) if classes is None else _check_classes(classes)
+    x, y = _dataset(dataset, "train", root)
+    xt, yt = _dataset(dataset, "test", root)
+    keep, keep_t = torch.isin(y, torch.tensor(classes)), torch.isin(yt, torch.tensor(classes))
+    pool_idx, test_idx = torch.nonzero(keep).flatten(), torch.nonzero(keep_t).flatten()
+    yp = y[pool_idx]
     g = torch.Generator().manual_seed(seed)
-    tr, va, te = [], [], []
-    for c in classes:
-        pool = torch.nonzero(y == c).flatten()
-        if per_class + val_per_class > len(pool):
-            raise ValueError(f"per_class + val_per_class: expected at most {len(pool)} (the MNIST "
-                             f"training images of digit {c}), got {per_class} + {val_per_class}")
-        pool = pool[torch.randperm(len(pool), generator=g)]
-        tr.append(pool[:per_class])
-        va.append(pool[per_class:per_class + val_per_class])
-        pool = torch.nonzero(yt == c).flatten()
-        if test_per_class is not None:
-            if test_per_class > len(pool):
-                raise ValueError(f"test_per_class: expected at most {len(pool)} (the MNIST test "
-                                 f"images of digit {c}), got {test_per_class}")
-            pool = pool[torch.randperm(len(pool), generator=g)[:test_per_class]].sort().values
-        te.append(pool)
-    tr, va, te = torch.cat(tr), torch.cat(va), torch.cat(te)
-    digits = "".join(map(str, classes))
-    return Task(f"mnist-{digits}-{per_class}shot", x[tr], _remap(y[tr], classes), x[va],
-                _remap(y[va], classes), xt[te], _remap(yt[te], classes), len(classes),
-                f"low-data transfer to unseen classes: MNIST digits {classes} with {per_class} "
-                f"labels each, same rendering as the source",
-                source_index={"train": tr, "val": va, "test": te})
-
-
-CI_TASKS: dict[str, Callable[..., Task]] = {"digits": digits_task, "faces": faces_task,
-                                            "low-data": low_data_task}
-
-
-def make_task(name: str, **kwargs) -> Task:
-    """A ci-scale task by name (``CI_TASKS``); keyword arguments go to its builder."""
-    check_choice(name, "task name", CI_TASKS)
-    return CI_TASKS[name](**kwargs)
+    k = len(classes)
+    n_tr = per_class * k if per_class is not None else check_int(n_train, "n_train")
+    n_val = check_int(n_val, "n_val")
+    tr, va = [], []
+    for i, c in enumerate(classes):
+        members = pool_idx[yp == c]
+        members = members[torch.randperm(len(members), generator=g)]
+        t = per_class if per_class is not None else n_tr // k + (i < n_tr % k)
+        v = n_val // k + (i < n_val % k)
+        if t + v > len(members):
+            raise ValueError(f"task {name!r}: class {c} has {len(members)} training images, "
+                             f"fewer than {t} + {v} for train and validation")
+        tr.append(members[:t])
+        va.append(members[t:t + v])
+    tr, va = torch.cat(tr).sort().values, torch.cat(va).sort().values
+    return Task(name, x[tr], _remap(y[tr], classes), x[va], _remap(y[va], classes),
+                xt[test_idx], _remap(yt[test_idx], classes), k, tests,
+                source_index={"train": tr, "val": va, "test": test_idx})
 
 
 def downscaled(task: Task, size: int) -> Task:
@@ -318,6 +262,17 @@ def downscaled(task: Task, size: int) -> Task:
                 xs["test"], task.y_test, task.num_classes,
                 f"{task.tests}; downscaled to {size}x{size} and back", task.input_size,
                 dict(task.source_index))
+
+
+def downscale_changes(task: Task, size: int, tol: float = 1e-3) -> float:
+    """Mean absolute pixel change that :func:`downscaled` makes to the task's test images.
+
+    Below ``tol`` the coarse copy carries the same information as the original (the
+    images hold no detail finer than ``size`` pixels, e.g. 8x8 digits upsampled), so the
+    granularity experiment cannot test anything on it.
+    """
+    x = task.x_test
+    return float((data.downscale(x, size) - x).abs().mean())
 
 
 def paper_task(name: str, root=None, *, size: int = 224, val_fraction: float = 0.1,
@@ -432,12 +387,6 @@ def _reader(task: Task, device) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda xb: xb.to(device) if size is None else _resize(xb.to(device), size)
 
 
-def _model_fingerprint(model: nn.Module) -> str:
-    state = model.state_dict()
-    return data_fingerprint(*state.values()) + "-" + cache.config_key("arch", repr(model))[:8] \
-        + "-" + cache.config_key("keys", list(state))[:8]
-
-
 @torch.no_grad()
 def _apply(fn: Callable, x: torch.Tensor, read, batch_size: int = 256) -> torch.Tensor:
     """fn(read(batch)) over x, batched, concatenated on the CPU (callers set eval mode)."""
@@ -483,7 +432,7 @@ def _fit(module: nn.Module, x: torch.Tensor, y: torch.Tensor, read, *, lr: float
 def _transfer(mode: str, model: ImageModel, task: Task, hp: dict, use_cache: bool, progress,
               run: Callable[[], dict]) -> TransferResult:
     _check_fits(model, task)
-    key = {"mode": mode, "source": _model_fingerprint(model), "task": task.name,
+    key = {"mode": mode, "source": cache.model_identity(model), "task": task.name,
            "task_data": task.fingerprint(), "hparams": hp,
            "code": cache.code_version(models, sys.modules[__name__])}
     entry = cache.get_or_create("transfer", key, run) if use_cache else run()
@@ -700,3 +649,133 @@ def check_checkpoints(paths: Mapping) -> dict[float, Path]:
                                 f"those eps")
     return dict(sorted(out.items()))
 
+
+
+# ----------------------------------------------------------------------------- jobs
+_TASK_MEMO: dict = {}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A downstream task by description (picklable; built once per process).
+
+    ``dataset`` "mnist" or "fashion-mnist" builds :func:`class_task` with ``classes``,
+    ``n_train`` or ``per_class``, ``n_val`` and ``seed``; any name of ``PAPER_TASKS``
+    builds :func:`paper_task` from ``root`` at ``size``. ``coarse``: the granularity copy
+    (:func:`downscaled` to that side), or None.
+    """
+
+    name: str
+    dataset: str
+    classes: tuple | None = None
+    n_train: int | None = None
+    per_class: int | None = None
+    n_val: int = 2000
+    seed: int = 0
+    coarse: int | None = None
+    tests: str = field(default="", compare=False)
+    size: int = 224
+    root: str | None = field(default=None, compare=False)
+    verify: bool = field(default=True, compare=False)
+
+    def build(self) -> Task:
+        if self not in _TASK_MEMO:
+            if self.dataset in ("mnist", "fashion-mnist"):
+                task = class_task(self.name, self.dataset, self.classes, n_train=self.n_train,
+                                  per_class=self.per_class, n_val=self.n_val, seed=self.seed,
+                                  tests=self.tests, root=self.root)
+            else:
+                task = paper_task(self.dataset, self.root, size=self.size, seed=self.seed,
+                                  verify=self.verify)
+            _TASK_MEMO[self] = downscaled(task, self.coarse) if self.coarse else task
+        return _TASK_MEMO[self]
+
+    def full(self) -> TaskSpec:
+        """The same task at its native resolution."""
+        from dataclasses import replace
+        return replace(self, coarse=None)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A released robustness-library checkpoint as a transfer source (paper scale)."""
+
+    path: str
+    arch: str = "resnet50"
+    image_size: int = 224
+    label: str = field(default="", compare=False)
+
+    def load(self) -> ImageModel:
+        return load_robustness_checkpoint(self.path, arch=self.arch,
+                                          input_shape=(3, self.image_size, self.image_size))
+
+    def identity(self) -> str:
+        return cache.model_identity(self.load())
+
+
+_RUN = {"fixed-feature": lambda *a, **k: fixed_feature(*a, **k),
+        "fine-tune": lambda *a, **k: fine_tune(*a, **k)}
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A source (a :class:`stir_lib.jobs.Train` or a :class:`Checkpoint`) transferred to a
+    task in one mode with given hyper-parameters (``hparams``: sorted (name, value) pairs
+    of :func:`fixed_feature` / :func:`fine_tune` arguments) and seed."""
+
+    source: object
+    task: TaskSpec
+    mode: str
+    hparams: tuple = ()
+    seed: int = 0
+
+    kind = "transfer"
+
+    def _hp(self) -> dict:
+        return _hparams(**{**_DEFAULT_HP, **dict(self.hparams)}, seed=self.seed)
+
+    def key_config(self) -> dict:
+        src = (f"model:{self.source.key()}" if hasattr(self.source, "key")
+               else self.source.identity())
+        task = self.task.build()
+        return {"mode": self.mode, "source": src, "task": task.name,
+                "task_data": task.fingerprint(), "hparams": self._hp(),
+                "code": cache.code_version(models, sys.modules[__name__])}
+
+    def key(self) -> str:
+        return cache.config_key("transfer", self.key_config())
+
+    def cached(self) -> bool:
+        return cache.exists("transfer", self.key_config())
+
+    def deps(self) -> tuple:
+        return (self.source,) if hasattr(self.source, "deps") else ()
+
+    def flops(self) -> float:
+        from .jobs import macs_per_example
+        if not hasattr(self.source, "arch") or not hasattr(self.source, "kwargs"):
+            return 0.0
+        hp, task = self._hp(), self.task.build()
+        macs = macs_per_example(self.source.arch, self.source.kwargs)
+        n = len(task.x_train) + len(task.x_val) + len(task.x_test)
+        if self.mode == "fixed-feature":
+            return 2.0 * macs * n
+        return 6.0 * macs * len(task.x_train) * hp["epochs"] * len(hp["lrs"]) + 2.0 * macs * n
+
+    def source_model(self, device=None) -> ImageModel:
+        if hasattr(self.source, "run"):
+            return self.source.run(device).model
+        return self.source.load().to(models.resolve_device(device))
+
+    def run(self, device=None, progress=None) -> TransferResult:
+        check_choice(self.mode, "mode", _RUN)
+        return _RUN[self.mode](self.source_model(device), self.task.build(), progress=progress,
+                               **{**dict(self.hparams), "seed": self.seed})
+
+    def describe(self) -> str:
+        src = getattr(self.source, "label", "") or getattr(self.source, "arch", "source")
+        return f"transfer {src} -> {self.task.name} ({self.mode}, seed {self.seed})"
+
+
+_DEFAULT_HP = dict(lrs=(0.1, 0.01, 0.001), epochs=30, batch_size=64, momentum=0.9,
+                   weight_decay=5e-4, lr_step=10)
