@@ -70,7 +70,7 @@ def gaussian_noise(x: torch.Tensor, std: float, seed: int = 0) -> torch.Tensor:
     from its own seeded generator, so a seed gives the same images on every device.
     """
     g = torch.Generator().manual_seed(seed)
-    return (x + std * torch.randn(x.shape, generator=g).to(x.device)).clamp(0, 1)
+    return (x + std * torch.randn(x.shape, generator=g, device="cpu").to(x.device)).clamp(0, 1)
 
 
 # ------------------------------------------------------------------------ PGD

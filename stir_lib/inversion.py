@@ -148,8 +148,8 @@ def relative_distance(model, x_prime: torch.Tensor, x: torch.Tensor,
 # --------------------------------------------------------------------------- seeds
 def _derangement(n: int, g: torch.Generator) -> torch.Tensor:
     """A random permutation with no fixed point: one random n-cycle (n >= 2)."""
-    p = torch.randperm(n, generator=g)
-    d = torch.empty(n, dtype=torch.long)
+    p = torch.randperm(n, generator=g, device="cpu")
+    d = torch.empty(n, dtype=torch.long, device="cpu")
     d[p] = p.roll(-1)                                   # p[i] -> p[i + 1]
     return d
 
@@ -187,11 +187,11 @@ def seeds(kind: str, x: torch.Tensor, seed: int = 0, pool: torch.Tensor | None =
     g = torch.Generator().manual_seed(seed)
     shape, n = x.shape, x.shape[0]
     if kind == "noise":
-        out = torch.randn(shape, generator=g).clamp_(0, 1)
+        out = torch.randn(shape, generator=g, device="cpu").clamp_(0, 1)
     elif kind == "uniform":
-        out = torch.rand(shape, generator=g)
+        out = torch.rand(shape, generator=g, device="cpu")
     elif kind == "constant":
-        out = torch.rand((n,) + (1,) * (x.ndim - 1), generator=g).expand(shape).clone()
+        out = torch.rand((n,) + (1,) * (x.ndim - 1), generator=g, device="cpu").expand(shape).clone()
     elif kind == "shuffle":
         if n < 2:
             raise ValueError(f"seed_kind='shuffle': expected at least 2 images to shuffle, "
@@ -206,7 +206,7 @@ def seeds(kind: str, x: torch.Tensor, seed: int = 0, pool: torch.Tensor | None =
                              f", got {getattr(pool, 'shape', type(pool).__name__)}")
         if len(pool) == 0:
             raise ValueError("pool: expected at least one image, got an empty batch")
-        idx = torch.randint(len(pool), (n,), generator=g)
+        idx = torch.randint(len(pool), (n,), generator=g, device="cpu")
         return pool[idx.to(pool.device)].to(device=x.device, dtype=x.dtype).clone()
     out = lo + (hi - lo) * out if (lo, hi) != (0.0, 1.0) else out
     return out.to(device=x.device, dtype=x.dtype)
@@ -282,7 +282,7 @@ def _reference(read, z0, target, tnorm, steps, step_size, tick, box):
     with torch.no_grad():
         track.update(rows, z, _distance(read, z, target, tnorm))
     hist.append(float(track.dist.sum()))
-    evals = torch.full((n,), steps + 1, dtype=torch.long)
+    evals = torch.full((n,), steps + 1, dtype=torch.long, device="cpu")
     return track, evals, hist
 
 
@@ -308,7 +308,7 @@ def _fast(read, z0, target, tnorm, steps, lr, tol, patience, tick, box,
     rate = torch.full((n,), lr, device=dev)                      # per-sample learning rate
     cuts = torch.zeros(n, dtype=torch.long, device=dev)
     mark = torch.full((n,), math.inf, device=dev)                # best at the last check
-    evals = torch.zeros(n, dtype=torch.long)
+    evals = torch.zeros(n, dtype=torch.long, device="cpu")
     hist = []
     for t in range(steps):
         d, g = _value_and_grad(read, z, tgt, tn)
@@ -435,8 +435,8 @@ def invert(model, x: torch.Tensor, layer: str | None = None, *,
                              f"{tuple(start.shape)}; pass one start per image")
     dev, n = device_of(model), len(x)
     x_prime = torch.empty_like(x)
-    dist, init = torch.empty(n), torch.empty(n)
-    evals = torch.zeros(n, dtype=torch.long)
+    dist, init = torch.empty(n, device="cpu"), torch.empty(n, device="cpu")
+    evals = torch.zeros(n, dtype=torch.long, device="cpu")
     hist_rows: list[list[float]] = []
     n_batches = math.ceil(n / batch_size)
     pbar = bar(total=n_batches * steps, desc=f"inversion ({method})", progress=progress)
@@ -466,7 +466,7 @@ def invert(model, x: torch.Tensor, layer: str | None = None, *,
     pbar.close()
     length = max(len(h) for h in hist_rows)            # batches that stopped early hold still
     history = torch.tensor([sum(h[min(t, len(h) - 1)] for h in hist_rows) / n
-                            for t in range(length)])
+                            for t in range(length)], device="cpu")
     return InversionResult(x_prime=x_prime, distance=dist, initial_distance=init,
                            history=history, evaluations=evals, method=method, layer=layer,
                            seed_kind=kind_used, seed=seed)

@@ -140,7 +140,7 @@ class ImageModel(nn.Module):
 
     def replace_head(self, num_classes: int) -> ImageModel:
         """Swap the head for a fresh linear layer with ``num_classes`` outputs."""
-        self.head = nn.Linear(self.head.in_features, num_classes)
+        self.head = nn.Linear(self.head.in_features, num_classes, device=self.head.weight.device)
         return self
 
     def check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:

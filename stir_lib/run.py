@@ -4,6 +4,10 @@
     python -m stir_lib.run execute --scale ci blind_spots -p n_attack=200
     python -m stir_lib.run render                          # Jupyter Book, -W -n --keep-going
     python -m stir_lib.run all --scale ci                  # both
+    python -m stir_lib.run plan --scale paper stir         # a chapter's jobs, cached or not, cost
+    python -m stir_lib.run warm --scale paper stir --executor slurm --partition gpu \
+        --gpus-per-job 1 [--max-parallel K] [--time H] [--no-wait]
+    python -m stir_lib.run warm --scale smoke transfer --executor local --workers 2
 
 The MyST markdown notebooks under ``notebooks/`` are the sources. Executed
 copies go to ``_build/executed/notebooks/*.ipynb``; their wall times, scale and
@@ -206,20 +210,96 @@ def render(root: Path) -> None:
     print(f"[render] site: {html / 'index.html'}", flush=True)
 
 
+def _plan_for(names: list[str], scale: str, params: dict) -> list:
+    """The jobs of the named chapters ("stir", "transfer") or notebooks."""
+    from .chapters import NOTEBOOKS, PLANS
+
+    if not names:
+        raise SystemExit(f"plan/warm: name a chapter, one of {sorted(PLANS)} (or a notebook of "
+                         f"{sorted(n for v in NOTEBOOKS.values() for n in v)})")
+    jobs = []
+    for name in names:
+        chapter = name if name in PLANS else next(
+            (c for c, nbs in NOTEBOOKS.items() if name in nbs), None)
+        if chapter is None:
+            raise SystemExit(f"no plan for {name!r}; chapters with plans: {sorted(PLANS)}")
+        notebooks = NOTEBOOKS[chapter] if name == chapter else (name,)
+        overrides = dict(params.pop("overrides", {}) or {})
+        jobs += PLANS[chapter](scale, notebooks=notebooks, **params, **overrides)
+    return jobs
+
+
+def plan_command(names: list[str], scale: str, params: dict) -> None:
+    from . import cluster, jobs as J
+
+    plan = _plan_for(names, scale, dict(params))
+    rate = cluster.GPU_FLOPS if scale == "paper" else cluster.CPU_FLOPS
+    rows = J.describe_plan(plan, rate)
+    for r in rows:
+        state = {True: "cached ", False: "missing", None: "unknown"}[r["cached"]]
+        print(f"[{r['wave'] if r['wave'] is not None else '-'}] {state} {r['kind']:9s} "
+              f"{J.fmt_flops(r['flops']):>7s}FLOP  {r['job']}")
+    todo = [r for r in rows if r["cached"] is not True]
+    hours = sum(r["flops"] for r in todo) / rate / 3600
+    where = "one GPU at an assumed 25 TFLOP/s" if scale == "paper" else "this 2-core CPU at an assumed 50 GFLOP/s"
+    print(f"[plan] {len(rows)} jobs ({sum(r['kind'] == 'model' for r in rows)} models, "
+          f"{sum(r['kind'] == 'inversion' for r in rows)} inversions, "
+          f"{sum(r['kind'] == 'transfer' for r in rows)} transfers); "
+          f"{sum(r['cached'] is True for r in rows)} cached, {len(todo)} to compute: "
+          f"{sum(r['flops'] for r in todo):.3g} FLOP, about {hours:.2f} hours on {where} "
+          f"(an estimate from FLOPs, not a measurement)")
+    if any(r["cached"] is None for r in rows):
+        print("[plan] some jobs' data are not on this machine: their cache state is unknown")
+
+
+def warm_command(names: list[str], scale: str, params: dict, args) -> None:
+    from . import cluster
+
+    plan = _plan_for(names, scale, dict(params))
+    folder = Path(args.folder or build_dir(repo_root()) / "submitit")
+    report = cluster.warm(plan, executor=args.executor, workers=args.workers, folder=folder,
+                          partition=args.partition, gpus_per_job=args.gpus_per_job,
+                          max_parallel=args.max_parallel, time_hours=args.time,
+                          wait=not args.no_wait, device=args.device)
+    print(f"[warm] {report.submitted} jobs submitted ({args.executor}), {report.completed} "
+          f"completed, {len(report.failed)} failed, in {report.seconds:.0f} s; logs under {folder}")
+    for what, err, logs in report.failed:
+        print(f"[warm] FAILED {what}: {err}\n       logs: {' '.join(logs)}")
+    if report.failed:
+        raise SystemExit("[warm] some jobs failed; run warm again to resubmit only the missing ones")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stir_lib.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("execute", "render", "all", "list"))
-    parser.add_argument("notebooks", nargs="*", help="notebook names (default: all of _toc.yml)")
+    parser.add_argument("command", choices=("execute", "render", "all", "list", "plan", "warm"))
+    parser.add_argument("notebooks", nargs="*", help="notebook names (default: all of _toc.yml); "
+                        "for plan/warm: chapters (stir, transfer) or notebooks")
     parser.add_argument("--scale", choices=SCALES, default="ci")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                         help="override a notebook parameter (repeatable)")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name")
+    warm_args = parser.add_argument_group("warm")
+    warm_args.add_argument("--executor", choices=("slurm", "local"), default="local")
+    warm_args.add_argument("--workers", type=int, default=1, help="local processes")
+    warm_args.add_argument("--partition", help="SLURM partition")
+    warm_args.add_argument("--gpus-per-job", type=int, default=0)
+    warm_args.add_argument("--max-parallel", type=int, default=None, help="SLURM array %%K")
+    warm_args.add_argument("--time", type=float, default=4.0, help="hours per job")
+    warm_args.add_argument("--no-wait", action="store_true", help="submit and return (slurm)")
+    warm_args.add_argument("--device", default="auto", help="device inside each job")
+    warm_args.add_argument("--folder", default=None, help="submitit's job folder (logs)")
     args = parser.parse_intermixed_args(argv)
     root = repo_root()
     all_names = toc_notebooks(root)
     if args.command == "list":
         print("\n".join(all_names))
+        return
+    if args.command == "plan":
+        plan_command(args.notebooks, args.scale, parse_overrides(args.param))
+        return
+    if args.command == "warm":
+        warm_command(args.notebooks, args.scale, parse_overrides(args.param), args)
         return
     if args.command in ("execute", "all"):
         unknown = [n for n in args.notebooks if n not in all_names]

@@ -131,12 +131,12 @@ def _pretrain_autoencoder(model: ImageModel, x: torch.Tensor, cfg: TrainConfig, 
     g = torch.Generator().manual_seed(cfg.seed + 1)
     dev = models.device_of(model)
     d_in, code = x[0].numel(), model.head.in_features
-    decoder = nn.Sequential(nn.Linear(code, d_in), nn.Sigmoid()).to(dev)
+    decoder = nn.Sequential(nn.Linear(code, d_in, device=dev), nn.Sigmoid())
     params = list(model.body.parameters()) + list(decoder.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
     n = len(x)
     for _ in bar(range(cfg.autoencoder_epochs), desc="autoencoder", progress=progress):
-        for idx in torch.randperm(n, generator=g).split(cfg.batch_size):
+        for idx in torch.randperm(n, generator=g, device="cpu").split(cfg.batch_size):
             xb = x[idx.to(x.device)].to(dev)
             recon = decoder(model.embed(xb))
             loss = F.mse_loss(recon, xb.flatten(1), reduction="sum") / len(xb)
@@ -274,7 +274,7 @@ def train(model: ImageModel, x: torch.Tensor, y: torch.Tensor, config: TrainConf
             threads.refresh()
             t_epoch = time.perf_counter()
             total_loss = 0.0
-            for idx in torch.randperm(len(x), generator=g).split(cfg.batch_size):
+            for idx in torch.randperm(len(x), generator=g, device="cpu").split(cfg.batch_size):
                 if x.device != idx.device:
                     idx = idx.to(x.device)
                 xb = x[idx].to(dev, non_blocking=True)
@@ -312,6 +312,9 @@ def train(model: ImageModel, x: torch.Tensor, y: torch.Tensor, config: TrainConf
     return {"loss": losses, "seconds": seconds, "resumed_at_epoch": first_epoch,
             "images_per_second": done * len(x) / max(seconds, 1e-9) if done else 0.0,
             "snapshots": snaps}
+
+
+_ON_GPU = 4 << 30   # training sets up to 4 GiB are moved to the GPU once, whole
 
 
 @dataclass
@@ -367,7 +370,10 @@ def trained_model(name: str, x: torch.Tensor, y: torch.Tensor, config: TrainConf
         if init_state is not None:
             model.load_state_dict(init_state)
         model.to(dev)
-        history = train(model, x, y, config, progress=progress,
+        xs, ys = x, y
+        if dev.type == "cuda" and x.device != dev and x.numel() * x.element_size() < _ON_GPU:
+            xs, ys = x.to(dev), y.to(dev)    # e.g. CIFAR-10: 0.6 GB, batches then never wait
+        history = train(model, xs, ys, config, progress=progress,
                         checkpoint=cache.checkpoint_path("model", key))
         return {"state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "history": history}

@@ -418,7 +418,7 @@ def _fit(module: nn.Module, x: torch.Tensor, y: torch.Tensor, read, *, lr: float
             for group in opt.param_groups:
                 group["lr"] *= 0.1
         total = 0.0
-        for idx in torch.randperm(len(x), generator=g).split(batch_size):
+        for idx in torch.randperm(len(x), generator=g, device="cpu").split(batch_size):
             loss = F.cross_entropy(module(read(x[idx])), y[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -495,7 +495,7 @@ def fixed_feature(model: ImageModel, task: Task, *, lrs: Sequence[float] = (0.1,
         heads, val, losses = [], [], []
         for lr in hp["lrs"]:
             torch.manual_seed(hp["seed"])
-            head = nn.Linear(feats["train"].shape[1], task.num_classes).to(device)
+            head = nn.Linear(feats["train"].shape[1], task.num_classes, device=device)
             losses.append(_fit(head, feats["train"], task.y_train, on_device, lr=lr,
                                epochs=hp["epochs"], batch_size=hp["batch_size"],
                                momentum=hp["momentum"], weight_decay=hp["weight_decay"],

@@ -309,19 +309,25 @@ def spearman_over_seeds(x: Sequence[Sequence[float]], y: Sequence[Sequence[float
     return over_seeds(rhos, "spearman")
 
 
-def count_rule(cells: Mapping[str, Estimate], *, what: str, sign: int = +1) -> Verdict:
+def count_rule(cells: Mapping[str, Estimate], *, what: str, sign: int = +1,
+               min_effect: float = 0.0) -> Verdict:
     """Judge "consistently": every cell's effect beyond noise in the predicted direction.
 
-    *Reproduced*: all cells; *partly*: at least half of them and none beyond noise the
-    other way; *not reproduced*: otherwise; *not tested*: no cell has a noise floor.
+    A cell counts for (against) the claim when its interval excludes 0 on the predicted
+    (opposite) side *and* its mean is at least ``min_effect`` in size: a difference of
+    1e-4 between two saturated scores is beyond noise but says nothing either way.
+    *Reproduced*: all cells; *partly*: at least half of them and none against;
+    *not reproduced*: otherwise; *not tested*: no cell has a noise floor.
     """
     measured = {k: v for k, v in cells.items() if v.measured}
     if not measured:
         return not_tested(f"{what}: noise not measured")
-    right = [k for k, v in measured.items() if v.beyond_noise(sign)]
-    wrong = [k for k, v in measured.items() if v.beyond_noise(-sign)]
+    right = [k for k, v in measured.items() if v.beyond_noise(sign) and abs(v.mean) >= min_effect]
+    wrong = [k for k, v in measured.items() if v.beyond_noise(-sign) and abs(v.mean) >= min_effect]
     reason = (f"{what}: beyond noise in the paper's direction in {len(right)} of "
-              f"{len(measured)} cells, the other way in {len(wrong)}")
+              f"{len(measured)} cells ({', '.join(right) or 'none'}), the other way in "
+              f"{len(wrong)}" + (f" (effects under {min_effect:g} count for neither)"
+                                 if min_effect else ""))
     if len(right) == len(measured):
         return Verdict("reproduced", reason)
     if 2 * len(right) >= len(measured) and not wrong:
@@ -511,9 +517,11 @@ def n5_at_higher(cells: Mapping[str, Estimate]) -> Verdict:
     """N5: across layers and random initialisations, AT pairs have higher STIR.
 
     Quantity per (architecture, layer): AT pairs' STIR minus vanilla pairs' (Welch over
-    seed pairs). No paper number: :func:`count_rule` ("consistently").
+    seed pairs). No paper number: :func:`count_rule` ("consistently"), where a difference
+    under 0.01 (a hundredth of STIR's scale, e.g. two pairs both at 0.999 on a first
+    layer) counts for neither side.
     """
-    return count_rule(cells, what="AT - V STIR per architecture and layer")
+    return count_rule(cells, what="AT - V STIR per architecture and layer", min_effect=0.01)
 
 
 def n6_losses(robust_spread: Estimate, seed_minus_loss: Estimate) -> Verdict:

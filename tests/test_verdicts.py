@@ -189,6 +189,10 @@ def test_n4_n5():
     assert V.n4_layers({"mlp": flat}).verdict == "not reproduced"
     assert V.n5_at_higher({"a": est(0.1, 0.02), "b": est(0.2, 0.02)}).verdict == "reproduced"
     assert V.n5_at_higher({"a": est(0.0, 0.02), "b": est(-0.1, 0.02)}).verdict == "not reproduced"
+    # a saturated layer (both at ~1): a tiny difference beyond noise counts for neither side
+    tiny = V.Estimate(-0.0003, 0.0001, 3)
+    assert V.n5_at_higher({"a": est(0.1, 0.02), "b": tiny}).verdict == "partly"
+    assert V.count_rule({"a": est(0.1, 0.02), "b": tiny}, what="c").verdict == "not reproduced"
 
 
 def test_n6():
