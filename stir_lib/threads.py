@@ -38,7 +38,7 @@ import torch
 
 from .validation import check_choice
 
-__all__ = ["KINDS", "use", "refresh", "threads_for", "free_cores", "settings"]
+__all__ = ["KINDS", "use", "refresh", "threads_for", "free_cores", "remeasure", "settings"]
 
 KINDS = ("serial", "parallel")
 _RECHECK = 2.0          # seconds between load measurements
@@ -102,6 +102,12 @@ _METER = _Meter()
 
 def free_cores() -> int:
     """Cores not busy with other processes (at least 1), measured at most every 2 s."""
+    return _METER.free()
+
+
+def remeasure() -> int:
+    """Forget the last measurement and measure the free cores now (benchmarks, tests)."""
+    _METER.value, _METER.when = None, -1e9
     return _METER.free()
 
 

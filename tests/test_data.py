@@ -317,3 +317,51 @@ def test_subset_stratification_preserves_class_shares(mnist_train):
     # the unstratified draw has the requested size and still reaches every class
     _, yu = subset(x, y, n, seed=0, stratified=False)
     assert len(yu) == n and set(yu.tolist()) == set(range(10))
+
+
+# ----------------------------------------------------------------------------- Fashion-MNIST
+def test_fashion_mnist_shapes_ranges_counts():
+    from stir_lib.data import FASHION_CLASSES, fashion_mnist
+
+    x, y = fashion_mnist("train")
+    xt, yt = fashion_mnist("test")
+    assert x.shape == (60000, 1, 28, 28) and xt.shape == (10000, 1, 28, 28)
+    assert x.dtype == torch.float32 and float(x.min()) == 0.0 and float(x.max()) == 1.0
+    assert torch.bincount(y).tolist() == [6000] * 10 and torch.bincount(yt).tolist() == [1000] * 10
+    assert y[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]     # the first labels: ankle boot, ...
+    assert len(FASHION_CLASSES) == 10 and FASHION_CLASSES[9] == "Ankle boot"
+    mnist_x, _ = __import__("stir_lib.data", fromlist=["mnist"]).mnist("test")
+    assert not torch.equal(xt[:5], mnist_x[:5])                  # not MNIST by mistake
+
+
+def _write_idx(folder, prefix, images, labels):
+    import gzip
+    import struct
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(labels)
+    (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(
+        struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes()))
+    (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(
+        struct.pack(">II", 2049, n) + labels.tobytes()))
+
+
+def test_fashion_mnist_wrong_content_and_no_source_are_clear_errors(tmp_path, monkeypatch):
+    import numpy as np
+
+    from stir_lib import data as D
+
+    raw = tmp_path / "FashionMNIST" / "raw"
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 60), ("t10k", 10)):
+        _write_idx(raw, prefix, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+                   np.arange(n, dtype=np.uint8) % 10)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))     # no apt-get, no dpkg-deb
+    D._FASHION_MEMO.clear()
+    with pytest.raises(D.FashionMNISTUnavailableError) as err:
+        D.fashion_mnist("train", tmp_path)
+    msg = str(err.value)
+    assert "content mismatch" in msg and "label counts" in msg          # the wrong folder
+    assert "verified copy" in msg and "apt-get download dataset-fashion-mnist" in msg
+    assert "not available on this machine" in msg                        # no Debian tools
+    assert str(tmp_path) in msg
+    D._FASHION_MEMO.clear()

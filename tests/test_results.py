@@ -11,7 +11,7 @@ from stir_lib.results import VERDICTS, Claim, Scorecard, choose_scale, load_all,
 
 ROW = dict(claim="S2", quantity="mean RMS distortion, FC10(1e-4)", paper="0.062",
            ours="0.058", verdict="reproduced", reason="within 10% of the paper",
-           source="Table 1")
+           source="Table 1", noise="95% interval over 3 seeds")
 
 PRESETS = {"smoke": {"n": 10, "epochs": 1, "name": "fc10"},
            "ci": {"n": 300, "epochs": 20, "name": "fc10"},
@@ -28,7 +28,7 @@ def results(tmp_path, monkeypatch):
 def test_claim_accepts_every_verdict():
     for v in VERDICTS:
         assert Claim(**{**ROW, "verdict": v}).verdict == v
-    assert VERDICTS == ("reproduced", "partly", "not reproduced")
+    assert VERDICTS == ("reproduced", "partly", "not reproduced", "not tested")
 
 
 @pytest.mark.parametrize("verdict", ["Reproduced", "yes", "", "partially"])
@@ -66,16 +66,29 @@ def test_scorecard_save_and_load(results):
     assert load_all(results) == loaded
 
 
-def test_scorecard_add_replaces_same_claim_and_quantity(results):
+def test_scorecard_keeps_one_row_per_claim(results):
     card = Scorecard("ch", "ci")
     card.add(**ROW)
-    card.add(**{**ROW, "quantity": "other"})
+    card.add(**{**ROW, "claim": "S3"})
     card.add(**{**ROW, "ours": "0.070", "verdict": "partly", "reason": "re-run"})
-    assert [(c.quantity, c.ours) for c in card.claims] == [("other", "0.058"),
-                                                          (ROW["quantity"], "0.070")]
+    assert [(c.claim, c.ours) for c in card.claims] == [("S3", "0.058"), ("S2", "0.070")]
     with pytest.raises(ValueError):
         card.add(**{**ROW, "verdict": "maybe"})
     assert len(card.claims) == 2  # a rejected claim leaves the card unchanged
+    with pytest.raises(ValueError, match="claim id: expected S.., R.. or N.."):
+        card.add(**{**ROW, "claim": "X1"})
+
+
+def test_scorecard_takes_a_verdict_object_and_keeps_checks_apart(results):
+    from stir_lib.verdicts import Verdict
+    card = Scorecard("ch", "ci")
+    c = card.add(**{k: v for k, v in ROW.items() if k not in ("verdict", "reason")},
+                 result=Verdict("not tested", "no premise"))
+    assert c.verdict == "not tested" and c.reason == "no premise" and c.paper_name.startswith("Szegedy")
+    card.check("bound holds", "ratio >= 1.0", True)
+    saved = json.loads(card.save().read_text())
+    assert saved["checks"] == [{"name": "bound holds", "value": "ratio >= 1.0", "passed": True}]
+    assert len(saved["claims"]) == 1
 
 
 def test_save_overwrites(results):

@@ -23,9 +23,9 @@ from stir_lib.data import DatasetNotFoundError, subset
 from stir_lib.models import (IMAGENET_MEAN, ImageModel, create_model, imagenet_resnet,
                              wrap_torchvision_resnet)
 from stir_lib.training import TrainConfig, train
-from stir_lib.transfer import (PAPER_HPARAMS, SOURCE_CLASSES, Task, check_checkpoints,
+from stir_lib.transfer import (PAPER_HPARAMS, Task, check_checkpoints, class_task, downscale_changes,
                                downscaled, fine_tune, fixed_feature, load_robustness_checkpoint,
-                               low_data_task, make_task, paper_task, source_split)
+                               paper_task)
 
 FAST = dict(lrs=(0.1, 0.01), epochs=2, batch_size=16, lr_step=None, use_cache=False)
 
@@ -40,8 +40,10 @@ def same_state(a: dict, b: dict) -> bool:
 
 @pytest.fixture(scope="module")
 def tiny_task():
-    """MNIST 5-9, 4 labels a class: 20 train, 20 val, 50 test images."""
-    return low_data_task(seed=0, per_class=4, val_per_class=4, test_per_class=10)
+    """MNIST 5-9, 4 labels a class: 20 train, 20 val; the test split subsampled to 50."""
+    t = class_task("tiny", "mnist", (5, 6, 7, 8, 9), per_class=4, n_val=20, seed=0)
+    keep = torch.cat([torch.nonzero(t.y_test == c).flatten()[:10] for c in range(5)])
+    return Task(t.name, t.x_train, t.y_train, t.x_val, t.y_val, t.x_test[keep], t.y_test[keep], 5)
 
 
 @pytest.fixture
@@ -345,57 +347,41 @@ def assert_mnist_format(task: Task):
         assert y.dtype == torch.int64 and set(y.tolist()) == set(range(task.num_classes))
 
 
-@pytest.mark.parametrize("name,n,classes", [("digits", 1797, 10), ("faces", 200, 2)])
-def test_small_tasks_shapes_and_disjoint_splits(name, n, classes):
-    task = make_task(name, seed=0)
+def test_class_task_sizes_disjoint_splits_and_whole_test_set(mnist_train, mnist_test):
+    task = class_task("near", "mnist", (5, 6, 7, 8, 9), n_train=500, n_val=250, seed=0)
     assert_mnist_format(task)
-    assert task.num_classes == classes
-    idx = [task.source_index[s] for s in ("train", "val", "test")]
-    flat = torch.cat(idx)
-    assert len(flat) == n and len(torch.unique(flat)) == n  # a partition of the data set
-    x, y = data.digits() if name == "digits" else data.lfw_faces()
-    for split, i in zip(("train", "val", "test"), idx):
-        assert torch.equal(task.split(split)[1], y[i])
-        # the stored image is the original resized: same mean brightness up to interpolation
-        assert torch.allclose(task.split(split)[0].mean((1, 2, 3)), x[i].mean((1, 2, 3)),
-                              atol=0.03)
-    other = make_task(name, seed=1)
-    assert not torch.equal(other.source_index["train"], task.source_index["train"])
-
-
-def test_low_data_task_counts_and_unseen_classes(mnist_train, mnist_test):
-    task = low_data_task(seed=0, per_class=7, val_per_class=5)
-    assert_mnist_format(task)
-    assert torch.bincount(task.y_train).tolist() == [7] * 5
-    assert torch.bincount(task.y_val).tolist() == [5] * 5
+    assert torch.bincount(task.y_train).tolist() == [100] * 5
+    assert torch.bincount(task.y_val).tolist() == [50] * 5
     x, y = mnist_train
     xt, yt = mnist_test
     tr, va, te = (task.source_index[s] for s in ("train", "val", "test"))
     assert not set(tr.tolist()) & set(va.tolist())
     assert torch.equal(task.x_train, x[tr]) and torch.equal(task.x_val, x[va])
-    assert torch.equal(task.x_test, xt[te])
     assert torch.equal(task.y_train, y[tr] - 5) and torch.equal(task.y_test, yt[te] - 5)
-    assert len(te) == int((yt >= 5).sum())  # the whole MNIST test set of digits 5-9
-    # the source never sees those digits
-    _, ys = source_split(x, y)
-    assert set(ys.tolist()) == set(SOURCE_CLASSES)
-    assert not set(y[tr].tolist()) & set(SOURCE_CLASSES)
-    assert len(ys) == int((y < 5).sum())
+    assert len(te) == int((yt >= 5).sum()) > 1000        # every test image of those classes
+    few = class_task("few", "mnist", per_class=10, n_val=100, seed=1)
+    assert torch.bincount(few.y_train).tolist() == [10] * 10 and len(few.x_test) == 10000
+    other = class_task("near", "mnist", (5, 6, 7, 8, 9), n_train=500, n_val=250, seed=1)
+    assert not torch.equal(other.source_index["train"], tr)
 
 
-def test_source_split_remaps_labels(mnist_train):
-    x, y = mnist_train[0][:500], mnist_train[1][:500]
-    xs, ys = source_split(x, y, classes=(7, 3))
-    assert torch.equal(xs, x[(y == 7) | (y == 3)])
-    assert torch.equal(ys, (y[(y == 7) | (y == 3)] == 3).long())
+def test_class_task_bad_arguments():
+    with pytest.raises(ValueError, match="exactly one of n_train and per_class"):
+        class_task("t", "mnist", n_train=10, per_class=2)
+    with pytest.raises(ValueError, match="fewer than"):
+        class_task("t", "mnist", (0, 1), per_class=6000, n_val=10)
+    with pytest.raises(ValueError, match="expected 'mnist' or 'fashion-mnist'"):
+        class_task("t", "cifar", n_train=10)
+    with pytest.raises(ValueError, match="classes: expected at least two distinct"):
+        class_task("t", "mnist", (5, 5), n_train=10)
 
 
-def test_downscaled_keeps_shapes_and_removes_detail():
-    task = make_task("digits", seed=0)
+def test_downscaled_keeps_shapes_and_removes_detail(tiny_task):
+    task = tiny_task
     same = downscaled(task, 28)
     assert torch.equal(same.x_train, task.x_train)  # size = side: unchanged
     low = downscaled(task, 7)
-    assert low.name == "digits@7px"
+    assert low.name == "tiny@7px"
     assert_mnist_format(low)
     for s in ("train", "val", "test"):
         assert low.split(s)[0].shape == task.split(s)[0].shape
@@ -410,6 +396,12 @@ def test_downscaled_keeps_shapes_and_removes_detail():
     first = (low.x_val - task.x_val).norm()
     second = (data.downscale(low.x_val, 7) - low.x_val).norm()
     assert second < 0.5 * first
+    # R3's premise: the downscale changes MNIST; it changes nothing on 8x8 images shown at 28
+    assert downscale_changes(task, 12) > 1e-2
+    x8 = torch.nn.functional.interpolate(torch.rand(20, 1, 8, 8), size=(28, 28), mode="nearest")
+    coarse = Task("digits8", x8, torch.arange(20) % 2, x8, torch.arange(20) % 2, x8,
+                  torch.arange(20) % 2, 2)
+    assert downscale_changes(coarse, 28) == 0.0
 
 
 def test_paper_task_image_folders(tmp_path):
@@ -442,23 +434,8 @@ def test_paper_hparams_are_the_papers():
 
 # ----------------------------------------------------------------------------- bad inputs
 def test_unknown_task_names():
-    with pytest.raises(ValueError, match=r"task name: expected one of \['digits', 'faces', "
-                                         r"'low-data'\], got 'cifar'"):
-        make_task("cifar")
     with pytest.raises(ValueError, match="task name: expected one of .*'sun397'.*got 'imagenet'"):
         paper_task("imagenet")
-
-
-@pytest.mark.parametrize("kwargs,exc,match", [
-    (dict(per_class=0), ValueError, "per_class: expected an int >= 1, got 0"),
-    (dict(per_class=-3), ValueError, "per_class: expected an int >= 1"),
-    (dict(per_class=2.5), TypeError, "per_class: expected an int, got float"),
-    (dict(per_class=6000), ValueError, r"per_class \+ val_per_class: expected at most"),
-    (dict(classes=(5, 5)), ValueError, "classes: expected at least two distinct MNIST digits"),
-])
-def test_low_data_task_bad_arguments(kwargs, exc, match):
-    with pytest.raises(exc, match=match):
-        low_data_task(**kwargs)
 
 
 @pytest.mark.parametrize("kwargs,match", [

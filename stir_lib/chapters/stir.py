@@ -64,7 +64,7 @@ PRESETS = {
     # losses_arch: the architecture trained with TRADES and MART (N6); chain: N7's updates.
     # eval_*: the robust-accuracy test (L2 PGD, random start), n_eval test images.
     "smoke": dict(
-        dataset="mnist", data_root=None, n_train=600, archs=_MNIST_ARCHS, seeds=(0, 1),
+        dataset="mnist", data_root=None, verify_data=True, n_train=600, archs=_MNIST_ARCHS, seeds=(0, 1),
         recipes={"V": dict(_ADAM, epochs=1), "AT": dict(_ADAM, epochs=1,
                                                         **{**_MNIST_AT, "adv_steps": 1})},
         loss_recipe=dict(_ADAM, epochs=1, adv_norm="l2", adv_eps=1.5, adv_steps=1, beta=6.0),
@@ -72,7 +72,8 @@ PRESETS = {
         chain=dict(base=200, step=100, steps=3, epochs=1, n_stir=16),
         eval_eps=1.5, eval_steps=3, n_eval=50),
     "ci": dict(
-        dataset="mnist", data_root=None, n_train=None, archs=_MNIST_ARCHS, seeds=(0, 1, 2),
+        dataset="mnist", data_root=None, verify_data=True, n_train=None, archs=_MNIST_ARCHS,
+        seeds=(0, 1, 2),
         recipes={"V": dict(_ADAM, epochs=20), "AT": dict(_ADAM, epochs=12, **_MNIST_AT),
                  "V-conv": dict(_ADAM, epochs=12), "AT-conv": dict(_ADAM, epochs=5, **_MNIST_AT)},
         loss_recipe=dict(_ADAM, epochs=10, adv_norm="l2", adv_eps=1.5, adv_steps=3, beta=6.0),
@@ -80,7 +81,8 @@ PRESETS = {
         chain=dict(base=5000, step=5000, steps=7, epochs=15, n_stir=250),
         eval_eps=1.5, eval_steps=20, n_eval=1000),
     "paper": dict(
-        dataset="cifar10", data_root=None, n_train=None, archs=_CIFAR_ARCHS, seeds=(0, 1, 2),
+        dataset="cifar10", data_root=None, verify_data=True, n_train=None, archs=_CIFAR_ARCHS,
+        seeds=(0, 1, 2),
         # ASSUMPTION: eps 1.0 (the paper's L2 eps is not known; 7 steps of 0.5 can reach it)
         recipes={"V": dict(_CIFAR_SGD),
                  "AT": dict(_CIFAR_SGD, loss="pgd-at", adv_norm="l2", adv_eps=1.0, adv_steps=7,
@@ -98,14 +100,28 @@ PRESETS = {
 
 
 def settings(scale: str, **overrides) -> dict:
-    """The preset of ``scale`` with overrides (any key of the preset; None keeps it)."""
+    """The preset of ``scale`` with overrides (any key of the preset; None keeps it).
+
+    ``archs`` may be given as a list of the preset's architecture names (a subset).
+    """
     S = choose_scale(scale, PRESETS, **overrides)
     S["seeds"] = tuple(S["seeds"])
+    S["snapshots"] = tuple(S["snapshots"])
+    if isinstance(S["archs"], (list, tuple)):
+        full = PRESETS[scale]["archs"]
+        unknown = sorted(set(S["archs"]) - set(full))
+        if unknown or len(S["archs"]) < 2:
+            raise ValueError(f"archs: expected at least two of {list(full)}, got {S['archs']}")
+        S["archs"] = {a: full[a] for a in S["archs"]}
+    if S["losses_arch"] not in S["archs"]:
+        raise ValueError(f"losses_arch {S['losses_arch']!r}: expected one of the zoo's "
+                         f"architectures {list(S['archs'])}")
     return S
 
 
 def train_data(S) -> Data:
-    return Data(S["dataset"], "train", n=S["n_train"], seed=0, root=S["data_root"])
+    return Data(S["dataset"], "train", n=S["n_train"], seed=0, root=S["data_root"],
+                verify=S["verify_data"])
 
 
 def name(kind: str, arch: str, seed: int) -> str:
@@ -148,7 +164,8 @@ def _length_arch(S) -> str:
 
 def stir_images(S, n: int | None = None) -> Data:
     """X: training images, as the paper measures STIR ("over CIFAR10 training samples")."""
-    return Data(S["dataset"], "train", n=n or S["n_stir"], seed=100, root=S["data_root"])
+    return Data(S["dataset"], "train", n=n or S["n_stir"], seed=100, root=S["data_root"],
+                verify=S["verify_data"])
 
 
 def _invert(S, model, X: Data, layer=None) -> Invert:
@@ -209,7 +226,8 @@ def update_chain(S, seed: int) -> list[tuple[int, Train]]:
     cfg = TrainConfig(seed=seed, **{**recipe(S, "V", arch), "epochs": c["epochs"]})
     sizes = [c["base"] + k * c["step"] for k in range(c["steps"] + 1)]
     return [(n, Train(registry, cfg, Data(S["dataset"], "train", first=n, seed=1000 + seed,
-                                          root=S["data_root"]), kwargs, label=f"chain{seed}-{n}"))
+                                          root=S["data_root"], verify=S["verify_data"]),
+                      kwargs, label=f"chain{seed}-{n}"))
             for n in sizes]
 
 
@@ -251,7 +269,7 @@ def accuracy_table(S, models: dict, device=None):
     from ..data import subset
     from ..models import device_of
     x_tr, y_tr = train_data(S).load()
-    x_te, y_te = Data(S["dataset"], "test", root=S["data_root"]).load()
+    x_te, y_te = Data(S["dataset"], "test", root=S["data_root"], verify=S["verify_data"]).load()
     x_ev, y_ev = subset(x_te, y_te, S["n_eval"], seed=1)
     rows = []
     for n, m in models.items():

@@ -133,7 +133,7 @@ def transfer_jobs(S, srcs: dict, task_specs: dict) -> list[Transfer]:
     for (width, eps, seed), src in srcs.items():
         for name, spec in task_specs.items():
             coarse = spec.coarse is not None
-            if coarse and width not in ("mid", "resnet50"):
+            if coarse and S["source"] == "trained" and width != "mid":
                 continue
             modes = ("fixed-feature",) if coarse else ("fixed-feature", "fine-tune")
             for mode in modes:
