@@ -33,13 +33,15 @@ _ADAM = dict(optimizer="adam", lr=2e-3, batch_size=256, lr_schedule="cosine")
 PRESETS = {
     # eps: the radii of the mid-width sources (0: standard); width_eps: the radii trained at
     # every width; seeds: source seeds (each also seeds its transfers); source_epochs:
-    # (standard, adversarial); adv_steps: PGD steps in training; eval_*: the robustness
+    # (standard, adversarial); short_epochs: the same for mid-width sources trained briefly
+    # at the width_eps radii, so that sources of one eps differ in accuracy (R4; None: none); adv_steps: PGD steps in training; eval_*: the robustness
     # test (L2 PGD on n_eval source test images); tasks: name -> TaskSpec arguments;
     # coarse: side of the R3 copies; ff / ft: fixed-feature and fine-tuning
     # hyper-parameters (every lr tried, chosen on validation).
     "smoke": dict(
         source="trained", eps=(0.0, 1.0, 3.0), width_eps=(0.0, 1.0), widths=("narrow", "mid"),
-        seeds=(0, 1), n_source=600, source_epochs=(1, 1), adv_steps=1, eval_eps=1.0,
+        seeds=(0, 1), n_source=600, source_epochs=(1, 1), short_epochs=None, adv_steps=1,
+        eval_eps=1.0,
         eval_steps=3, n_eval=200,
         tasks={"fashion-near": dict(dataset="fashion-mnist", classes=(5, 6, 7, 8, 9),
                                     n_train=200, n_val=100),
@@ -50,7 +52,7 @@ PRESETS = {
     "ci": dict(
         source="trained", eps=(0.0, 0.5, 1.0, 2.0, 3.0), width_eps=(0.0, 2.0),
         widths=("narrow", "mid", "wide"), seeds=(0, 1, 2), n_source=None,
-        source_epochs=(20, 10), adv_steps=3, eval_eps=2.0, eval_steps=10, n_eval=2000,
+        source_epochs=(20, 10), short_epochs=(2, 1), adv_steps=3, eval_eps=2.0, eval_steps=10, n_eval=2000,
         tasks={"fashion-near": dict(dataset="fashion-mnist", classes=(5, 6, 7, 8, 9),
                                     n_train=6000, n_val=2000),
                "mnist-far": dict(dataset="mnist", n_train=6000, n_val=2000),
@@ -63,6 +65,7 @@ PRESETS = {
     # R3 downscales every set to 32x32 (only sets larger than 32x32 are tested).
     "paper": dict(
         source="checkpoints", eps=None, width_eps=None, widths=("resnet50",), seeds=(0,),
+        short_epochs=None,
         tasks={"cifar10": dict(dataset="cifar10"), "cifar100": dict(dataset="cifar100"),
                "pets": dict(dataset="pets")},
         image_size=224, coarse=32, coarse_tasks=("pets",),
@@ -73,6 +76,7 @@ PRESETS = {
 def settings(scale: str, **overrides) -> dict:
     S = choose_scale(scale, PRESETS, **overrides)
     S["seeds"] = tuple(S["seeds"])
+    S["widths"] = tuple(S["widths"])
     return S
 
 
@@ -85,10 +89,12 @@ def source_test(S) -> Data:
 
 
 def source_job(S, width: str, eps: float, seed: int) -> Train:
-    ce_epochs, at_epochs = S["source_epochs"]
+    """One source: an MLP of ``width`` ("mid-short": mid width, ``short_epochs``)."""
+    ce_epochs, at_epochs = S["short_epochs"] if width == "mid-short" else S["source_epochs"]
     adv = dict(loss="pgd-at", adv_norm="l2", adv_eps=eps, adv_steps=S["adv_steps"]) if eps else {}
     cfg = TrainConfig(seed=seed, epochs=at_epochs if eps else ce_epochs, **_ADAM, **adv)
-    kwargs = (("activation", "relu"), ("hidden", WIDTHS[width]), ("num_classes", 5))
+    hidden = WIDTHS["mid" if width == "mid-short" else width]
+    kwargs = (("activation", "relu"), ("hidden", hidden), ("num_classes", 5))
     return Train("mlp", cfg, source_data(S), kwargs, label=f"{width} eps {eps:g} seed {seed}")
 
 
@@ -101,7 +107,7 @@ def sources(S, checkpoints=None, arch: str = "resnet50") -> dict:
         return {(arch, float(e), 0): Checkpoint(str(p), arch, S["image_size"], label=f"eps {e}")
                 for e, p in sorted(((float(e), p) for e, p in checkpoints.items()))}
     out = {}
-    for width in S["widths"]:
+    for width in S["widths"] + (("mid-short",) if S["short_epochs"] else ()):
         grid = S["eps"] if width == "mid" else S["width_eps"]
         for eps in grid:
             for seed in S["seeds"]:
