@@ -72,7 +72,7 @@ def race_job(epochs: int, n: int) -> J.Train:
                    J.Data("mnist", "train", n=n))
 
 
-def test_two_workers_racing_for_one_entry_leave_one_good_entry(tmp_path):
+def test_two_workers_racing_for_one_entry_leave_one_good_entry(tmp_path, monkeypatch):
     env = {**os.environ, "STIR_CACHE": str(tmp_path), "STIR_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-c", _RACE, "3", "2000"], env=env,
                               stdout=subprocess.PIPE, text=True) for _ in range(2)]
@@ -80,12 +80,9 @@ def test_two_workers_racing_for_one_entry_leave_one_good_entry(tmp_path):
     assert all(p.returncode == 0 for p in procs) and keys[0] == keys[1]
     found = [p for p in (tmp_path / "model").iterdir()]
     assert [p.name for p in found] == [keys[0]], found        # one entry, no temporaries
-    os.environ["STIR_CACHE"] = str(tmp_path)
-    try:
-        trained = race_job(3, 2000).run("cpu")                # loads it: a good entry
-        assert trained.key == keys[0]
-    finally:
-        del os.environ["STIR_CACHE"]
+    monkeypatch.setenv("STIR_CACHE", str(tmp_path))
+    trained = race_job(3, 2000).run("cpu")                    # loads it: a good entry
+    assert trained.key == keys[0]
 
 
 def test_killed_worker_leaves_nothing_loadable_and_warm_completes(tmp_path, monkeypatch):
@@ -128,6 +125,7 @@ def test_slurm_array_is_built_with_the_given_parameters(tmp_path, monkeypatch):
     monkeypatch.setenv("STIR_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(submitit.SlurmExecutor, "_make_submission_command",
                         lambda self, path: ["echo", "Submitted batch job 4242"])
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", staticmethod(lambda: 1))  # no srun here
     plan = [race_job(1, 300 + i) for i in range(5)]
     report = cluster.warm(plan, executor="slurm", partition="gpu", gpus_per_job=1,
                           max_parallel=3, time_hours=2.0, wait=False,
