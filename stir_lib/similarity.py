@@ -30,6 +30,8 @@ import math
 import numpy as np
 import torch
 
+from . import threads
+
 from .validation import check_choice, check_finite, check_matrix_pair, check_positive, check_tensor
 
 __all__ = [
@@ -303,6 +305,7 @@ def _unbiased_hsic_terms(Xc: torch.Tensor, Yc: torch.Tensor,
 # ----------------------------------------------------------------------------
 
 @torch.no_grad()
+@threads.parallel
 def linear_cka(X, Y, *, form: str = "auto") -> float:
     """Linear CKA of Kornblith et al. (2019) between X (n, d1) and Y (n, d2).
 
@@ -364,6 +367,7 @@ def _rbf_gram(X: torch.Tensor, threshold: float, name: str) -> torch.Tensor:
 
 
 @torch.no_grad()
+@threads.parallel
 def rbf_cka(X, Y, threshold: float = 1.0) -> float:
     """CKA with Gaussian (RBF) kernels, Kornblith et al. (2019), section 3.
 
@@ -399,6 +403,7 @@ def rbf_cka(X, Y, threshold: float = 1.0) -> float:
 
 
 @torch.no_grad()
+@threads.parallel
 def hsic_unbiased(K, L) -> float:
     """Unbiased HSIC estimator HSIC_1 of Song et al. (2012), from two Gram matrices.
 
@@ -446,6 +451,7 @@ def _cka_from_hsic(hxy: float, hxx: float, hyy: float) -> float:
 
 
 @torch.no_grad()
+@threads.parallel
 def debiased_cka(X, Y, *, form: str = "auto") -> float:
     """Debiased linear CKA: eq. (1) with the unbiased HSIC of Song et al. (2012).
 
@@ -501,6 +507,7 @@ class MinibatchCKA:
         return self
 
     @torch.no_grad()
+    @threads.parallel
     def update(self, X_batch, Y_batch) -> "MinibatchCKA":
         """Add one batch: X_batch (b, d1), Y_batch (b, d2), b > 3 examples."""
         Xc, Yc = _prepare(X_batch, Y_batch, names=("X_batch", "Y_batch"), min_rows=4,
@@ -527,6 +534,7 @@ class MinibatchCKA:
         return _cka_from_hsic(self.hsic_xy, self.hsic_xx, self.hsic_yy)
 
 
+@threads.parallel
 def minibatch_cka(X, Y, batch_size: int) -> float:
     """Minibatch CKA (Nguyen et al. 2021) of X (n, d1) and Y (n, d2).
 

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import threads
 from .validation import check_positive, check_tensor
 
 __all__ = [
@@ -192,6 +193,7 @@ def _lanczos(op, v, *, tol, max_iter, max_basis):
             betas.append(beta)
 
 
+@threads.parallel
 def top_singular_value(forward: Callable[[torch.Tensor], torch.Tensor],
                        adjoint: Callable[[torch.Tensor], torch.Tensor] | None,
                        input_shape: Sequence[int], *, method: str = "lanczos",
@@ -756,6 +758,7 @@ def _norm_and_kind(module, input_shape, **opts) -> tuple[float, str]:
     return float(value), kind
 
 
+@threads.parallel
 def operator_norm(module: nn.Module, input_shape, *, tol: float | None = None,
                   max_iter: int = 3000) -> float:
     """Exact operator norm (linear layers) or Lipschitz constant (others) of one layer.
@@ -807,6 +810,7 @@ def _storage(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
 
 
+@threads.parallel
 def layer_table(model: nn.Module, input_shape, *, strict: bool = True,
                 tol: float | None = None, max_iter: int = 3000) -> list[LayerRow]:
     """One row per leaf-module call, in execution order, with each layer's norm.

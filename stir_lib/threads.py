@@ -30,6 +30,7 @@ measured policy. On machines without ``/proc`` the parallel kind uses every core
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ import torch
 
 from .validation import check_choice
 
-__all__ = ["KINDS", "use", "refresh", "threads_for", "free_cores", "remeasure", "settings"]
+__all__ = ["KINDS", "use", "parallel", "refresh", "threads_for", "free_cores", "remeasure", "settings"]
 
 KINDS = ("serial", "parallel")
 _RECHECK = 2.0          # seconds between load measurements
@@ -154,6 +155,15 @@ def use(kind: str):
         _STACK.pop()
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+def parallel(fn):
+    """Decorator: run ``fn`` inside ``use("parallel")`` (for library entry points)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with use("parallel"):
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def refresh() -> int:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import cache, data, models
+from . import cache, data, models, threads
 from .models import IMAGENET_MEAN, IMAGENET_SHAPE, IMAGENET_STD, ImageModel, device_of
 from .progress import bar
 from .training import data_fingerprint
@@ -453,6 +453,7 @@ def _best(val: list[float], lrs: tuple) -> int:
     return max(range(len(lrs)), key=lambda i: (val[i], -i))
 
 
+@threads.parallel
 def fixed_feature(model: ImageModel, task: Task, *, lrs: Sequence[float] = (0.1, 0.01, 0.001),
                   epochs: int = 30, batch_size: int = 64, momentum: float = 0.9,
                   weight_decay: float = 5e-4, lr_step: int | None = 10, seed: int = 0,
@@ -511,6 +512,7 @@ def fixed_feature(model: ImageModel, task: Task, *, lrs: Sequence[float] = (0.1,
     return _transfer("fixed-feature", model, task, hp, use_cache, progress, run)
 
 
+@threads.parallel
 def fine_tune(model: ImageModel, task: Task, *, lrs: Sequence[float] = (0.1, 0.01, 0.001),
               epochs: int = 30, batch_size: int = 64, momentum: float = 0.9,
               weight_decay: float = 5e-4, lr_step: int | None = 10, seed: int = 0,
