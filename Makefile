@@ -13,9 +13,9 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# The virtual environment, from the exact pins of requirements/lock.txt. torch 2.13.0 (CPU)
-# comes from the local wheel folder that pip is configured with on this kind of machine, or
-# from PyPI elsewhere.
+# The virtual environment, from the exact pins of requirements/lock.txt: torch 2.14.1 and
+# torchvision 0.29.1 (CPU here, a CUDA build where one is available; pip takes them from the
+# local wheel folder on this kind of machine, else from PyPI).
 # Debian's chromium (headless, driven by playwright) checks the built site and prints the
 # PDF; MathJax (npm mathjax@3.2.2, SHA-256 pinned in stir_lib/site.py) is served by the
 # site itself, so its math renders with no network. The Makefile is a prerequisite so that
