@@ -352,7 +352,8 @@ class TransferResult:
     key: str = ""
 
 
-def _hparams(lrs, epochs, batch_size, momentum, weight_decay, lr_step, seed) -> dict:
+def _hparams(lrs, epochs, batch_size, momentum, weight_decay, lr_step, seed,
+             augment=False) -> dict:
     if isinstance(lrs, (int, float)) or not isinstance(lrs, Sequence) or len(lrs) == 0:
         raise ValueError(f"lrs: expected a non-empty sequence of learning rates, got {lrs!r}; "
                          f"pass e.g. lrs=(0.01, 0.001)")
@@ -366,7 +367,18 @@ def _hparams(lrs, epochs, batch_size, momentum, weight_decay, lr_step, seed) -> 
                 batch_size=check_int(batch_size, "batch_size"), momentum=momentum,
                 weight_decay=check_positive(weight_decay, "weight_decay", allow_zero=True),
                 lr_step=None if lr_step is None else check_int(lr_step, "lr_step"),
-                seed=check_int(seed, "seed", 0))
+                seed=check_int(seed, "seed", 0), augment=bool(augment))
+
+
+def _augmenter(size: int):
+    """The paper's training augmentation, per image of a batch on its own device:
+    torchvision's ``RandomResizedCrop(size)`` (scale 0.08-1, ratio 3/4-4/3) and a horizontal
+    flip with probability 1/2, drawn from torch's global generator (seeded per run)."""
+    from torchvision.transforms import v2
+
+    crop = v2.RandomResizedCrop(size, antialias=True)
+    flip = v2.RandomHorizontalFlip()
+    return lambda xb: torch.stack([flip(crop(img)) for img in xb]).clamp_(0, 1)
 
 
 def _check_fits(model: ImageModel, task: Task) -> None:
@@ -400,7 +412,7 @@ def _accuracy(module: nn.Module, x, y, read) -> float:
 
 def _fit(module: nn.Module, x: torch.Tensor, y: torch.Tensor, read, *, lr: float, epochs: int,
          batch_size: int, momentum: float, weight_decay: float, lr_step: int | None, seed: int,
-         progress, desc: str) -> list[float]:
+         progress, desc: str, train_mode: bool = True) -> list[float]:
     """Cross-entropy SGD on (read(x), y) in train mode; returns the mean loss of each epoch.
 
     torch's SGD ``weight_decay`` adds ``weight_decay * p`` to every trained parameter's
@@ -411,7 +423,7 @@ def _fit(module: nn.Module, x: torch.Tensor, y: torch.Tensor, read, *, lr: float
     opt = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=lr,
                           momentum=momentum, weight_decay=weight_decay)
     device = device_of(module)
-    module.train()
+    module.train(train_mode)
     losses = []
     for epoch in bar(range(epochs), desc=desc, progress=progress):
         if lr_step and epoch and epoch % lr_step == 0:
@@ -453,11 +465,25 @@ def _best(val: list[float], lrs: tuple) -> int:
     return max(range(len(lrs)), key=lambda i: (val[i], -i))
 
 
+class _Probe(nn.Module):
+    """A frozen body (eval mode, no gradients) and a trainable linear head."""
+
+    def __init__(self, body: ImageModel, head: nn.Module):
+        super().__init__()
+        self.body, self.head = body, head
+
+    def forward(self, x):
+        with torch.no_grad():
+            z = self.body.embed(x)
+        return self.head(z)
+
+
 @threads.parallel
 def fixed_feature(model: ImageModel, task: Task, *, lrs: Sequence[float] = (0.1, 0.01, 0.001),
                   epochs: int = 30, batch_size: int = 64, momentum: float = 0.9,
                   weight_decay: float = 5e-4, lr_step: int | None = 10, seed: int = 0,
-                  use_cache: bool = True, progress: bool | None = None) -> TransferResult:
+                  augment: bool = False, use_cache: bool = True,
+                  progress: bool | None = None) -> TransferResult:
     """Fixed-feature transfer: a fresh linear head on the frozen penultimate features.
 
     The penultimate features (:meth:`ImageModel.embed`) of every split are computed once,
@@ -478,6 +504,10 @@ def fixed_feature(model: ImageModel, task: Task, *, lrs: Sequence[float] = (0.1,
         lr_step: divide the learning rate by 10 every ``lr_step`` epochs; None: constant
             (the paper: 50).
         seed: seeds the head's initialisation and the batch order.
+        augment: the paper's training augmentation (:func:`_augmenter`: random resized
+            crops and flips); the head is then trained through the frozen body (eval mode)
+            on fresh crops every epoch, and validation and test features are computed
+            once from the plain images.
         use_cache: load/store the result in the cache (:mod:`stir_lib.cache`), keyed by
             the source's weights, the task's data and the hyper-parameters.
         progress: progress bar; None shows it only on a terminal.
@@ -485,23 +515,37 @@ def fixed_feature(model: ImageModel, task: Task, *, lrs: Sequence[float] = (0.1,
     Returns:
         :class:`TransferResult` whose model is a copy of the source with the chosen head.
     """
-    hp = _hparams(lrs, epochs, batch_size, momentum, weight_decay, lr_step, seed)
+    hp = _hparams(lrs, epochs, batch_size, momentum, weight_decay, lr_step, seed, augment)
 
     def run():
         frozen = copy.deepcopy(model).eval()
+        for p in frozen.parameters():
+            p.requires_grad_(False)
         read = _reader(task, device_of(frozen))
-        feats = {s: _apply(frozen.embed, task.split(s)[0], read) for s in ("train", "val", "test")}
+        splits = ("val", "test") if hp["augment"] else ("train", "val", "test")
+        feats = {s: _apply(frozen.embed, task.split(s)[0], read) for s in splits}
         device = device_of(frozen)
         on_device = (lambda f: f.to(device))  # noqa: E731 - features are stored on the CPU
+        if hp["augment"]:  # the head trains through the frozen body on fresh crops
+            aug = _augmenter(task.image_shape[1])
         heads, val, losses = [], [], []
         for lr in hp["lrs"]:
             torch.manual_seed(hp["seed"])
-            head = nn.Linear(feats["train"].shape[1], task.num_classes, device=device)
-            losses.append(_fit(head, feats["train"], task.y_train, on_device, lr=lr,
-                               epochs=hp["epochs"], batch_size=hp["batch_size"],
-                               momentum=hp["momentum"], weight_decay=hp["weight_decay"],
-                               lr_step=hp["lr_step"], seed=hp["seed"], progress=progress,
-                               desc=f"fixed-feature lr={lr:g}"))
+            dim = feats["val"].shape[1]
+            head = nn.Linear(dim, task.num_classes, device=device)
+            if hp["augment"]:
+                net = _Probe(frozen, head)
+                losses.append(_fit(net, task.x_train, task.y_train, lambda xb: aug(read(xb)),
+                                   lr=lr, epochs=hp["epochs"], batch_size=hp["batch_size"],
+                                   momentum=hp["momentum"], weight_decay=hp["weight_decay"],
+                                   lr_step=hp["lr_step"], seed=hp["seed"], progress=progress,
+                                   desc=f"fixed-feature lr={lr:g}", train_mode=False))
+            else:
+                losses.append(_fit(head, feats["train"], task.y_train, on_device, lr=lr,
+                                   epochs=hp["epochs"], batch_size=hp["batch_size"],
+                                   momentum=hp["momentum"], weight_decay=hp["weight_decay"],
+                                   lr_step=hp["lr_step"], seed=hp["seed"], progress=progress,
+                                   desc=f"fixed-feature lr={lr:g}"))
             val.append(_accuracy(head, feats["val"], task.y_val, on_device))
             heads.append(head)
         best = _best(val, hp["lrs"])
@@ -516,26 +560,32 @@ def fixed_feature(model: ImageModel, task: Task, *, lrs: Sequence[float] = (0.1,
 def fine_tune(model: ImageModel, task: Task, *, lrs: Sequence[float] = (0.1, 0.01, 0.001),
               epochs: int = 30, batch_size: int = 64, momentum: float = 0.9,
               weight_decay: float = 5e-4, lr_step: int | None = 10, seed: int = 0,
-              use_cache: bool = True, progress: bool | None = None) -> TransferResult:
+              augment: bool = False, use_cache: bool = True,
+              progress: bool | None = None) -> TransferResult:
     """Full-network transfer: a copy of the source with a fresh head, every weight trained.
 
     For each learning rate, a fresh copy of the source gets a new linear head (same
     seeded initialisation) and all its parameters are trained with SGD in train mode
     (BatchNorm statistics update); the rate with the best validation accuracy is chosen
     and only its test accuracy is measured. Arguments and result as
-    :func:`fixed_feature`; weight decay applies to every parameter.
+    :func:`fixed_feature`; weight decay applies to every parameter; ``augment`` crops and
+    flips each training batch (the paper's augmentation).
     """
-    hp = _hparams(lrs, epochs, batch_size, momentum, weight_decay, lr_step, seed)
+    hp = _hparams(lrs, epochs, batch_size, momentum, weight_decay, lr_step, seed, augment)
 
     def run():
-        read = _reader(task, device_of(model))
+        plain = _reader(task, device_of(model))
+        if hp["augment"]:
+            aug = _augmenter(task.image_shape[1])
+        read_train = (lambda xb: aug(plain(xb))) if hp["augment"] else plain
+        read = plain
         best_net, val, losses = None, [], []
         for lr in hp["lrs"]:
             torch.manual_seed(hp["seed"])
             net = copy.deepcopy(model).replace_head(task.num_classes).to(device_of(model))
             for p in net.parameters():
                 p.requires_grad_(True)
-            losses.append(_fit(net, task.x_train, task.y_train, read, lr=lr, epochs=hp["epochs"],
+            losses.append(_fit(net, task.x_train, task.y_train, read_train, lr=lr, epochs=hp["epochs"],
                                batch_size=hp["batch_size"], momentum=hp["momentum"],
                                weight_decay=hp["weight_decay"], lr_step=hp["lr_step"],
                                seed=hp["seed"], progress=progress, desc=f"fine-tune lr={lr:g}"))
@@ -770,8 +820,8 @@ class Transfer:
             n_train, n_test = _PAPER_SIZES.get(self.task.dataset, (10000, 10000))
             n_all = n_train + n_test
         runs = hp["epochs"] * len(hp["lrs"])
-        if self.mode == "fixed-feature":
-            return 2.0 * macs * n_all
+        if self.mode == "fixed-feature":   # with augmentation, a forward pass per epoch and rate
+            return 2.0 * macs * (n_all + (n_train * runs if hp["augment"] else 0))
         return 6.0 * macs * n_train * runs + 2.0 * macs * n_all
 
     def source_model(self, device=None) -> ImageModel:
@@ -790,7 +840,7 @@ class Transfer:
 
 
 _DEFAULT_HP = dict(lrs=(0.1, 0.01, 0.001), epochs=30, batch_size=64, momentum=0.9,
-                   weight_decay=5e-4, lr_step=10)
+                   weight_decay=5e-4, lr_step=10, augment=False)
 # (train, test) images of the paper's sets, as published (for cost estimates without data)
 _PAPER_SIZES = {"cifar10": (50000, 10000), "cifar100": (50000, 10000), "pets": (3680, 3669),
                 "flowers": (2040, 6149), "aircraft": (6667, 3333), "birdsnap": (32677, 8171),

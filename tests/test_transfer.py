@@ -470,3 +470,18 @@ def test_task_validates_its_splits():
         Task("t", x * 3, y, x, y, x, y, num_classes=2)
     with pytest.raises(ValueError, match="num_classes an int >= 2"):
         Task("t", x, y * 0, x, y * 0, x, y * 0, num_classes=1)
+
+
+def test_paper_augmentation_crops_flips_and_is_seeded(tiny_task):
+    aug = transfer._augmenter(28)
+    xb = tiny_task.x_train[:8]
+    torch.manual_seed(0)
+    a = aug(xb)
+    torch.manual_seed(0)
+    b = aug(xb)
+    assert a.shape == xb.shape and torch.equal(a, b) and 0 <= float(a.min()) <= float(a.max()) <= 1
+    assert not torch.equal(a, xb)                                 # crops change the images
+    for run in (fixed_feature, fine_tune):
+        r = run(create_model("mlp", hidden=(16,), activation="relu", num_classes=10), tiny_task,
+                **{**FAST, "augment": True})
+        assert r.hparams["augment"] is True and 0 <= r.test_acc <= 1

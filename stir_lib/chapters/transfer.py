@@ -29,6 +29,9 @@ __all__ = ["PRESETS", "settings", "sources", "tasks", "transfer_jobs", "plan", "
 WIDTHS = {"narrow": (128, 128), "mid": (256, 256), "wide": (512, 512)}
 _SOURCE_CLASSES = (0, 1, 2, 3, 4)
 _ADAM = dict(optimizer="adam", lr=2e-3, batch_size=256, lr_schedule="cosine")
+_NEAR = "near domain: Fashion-MNIST's other five classes (sandal, shirt, sneaker, bag, boot)"
+_FAR = "far domain: handwritten digits, never seen by the source"
+_FEW = "low data: handwritten digits, 10 labelled images per class"
 
 PRESETS = {
     # eps: the radii of the mid-width sources (0: standard); width_eps: the radii trained at
@@ -54,14 +57,15 @@ PRESETS = {
         widths=("narrow", "mid", "wide"), seeds=(0, 1, 2), n_source=None,
         source_epochs=(20, 10), short_epochs=(2, 1), adv_steps=3, eval_eps=2.0, eval_steps=10, n_eval=2000,
         tasks={"fashion-near": dict(dataset="fashion-mnist", classes=(5, 6, 7, 8, 9),
-                                    n_train=6000, n_val=2000),
-               "mnist-far": dict(dataset="mnist", n_train=6000, n_val=2000),
-               "mnist-few": dict(dataset="mnist", per_class=10, n_val=1000)},
+                                    n_train=6000, n_val=2000, tests=_NEAR),
+               "mnist-far": dict(dataset="mnist", n_train=6000, n_val=2000, tests=_FAR),
+               "mnist-few": dict(dataset="mnist", per_class=10, n_val=1000, tests=_FEW)},
         coarse=12, coarse_tasks=("fashion-near", "mnist-far"),
         ff=dict(lrs=(0.1, 0.01), epochs=20, batch_size=256, lr_step=10),
         ft=dict(lrs=(0.01, 0.001), epochs=8, batch_size=128, lr_step=None)),
     # The paper's setting: one released checkpoint per eps (one seed), its hyper-parameters
-    # for both modes, at least one high-resolution set (pets) so that R2 and R3 can show;
+    # and augmentation (random resized crops and flips) for both modes, at least one
+    # high-resolution set (pets) so that R2 and R3 can show;
     # R3 downscales every set to 32x32 (only sets larger than 32x32 are tested).
     "paper": dict(
         source="checkpoints", eps=None, width_eps=None, widths=("resnet50",), seeds=(0,),
@@ -69,7 +73,7 @@ PRESETS = {
         tasks={"cifar10": dict(dataset="cifar10"), "cifar100": dict(dataset="cifar100"),
                "pets": dict(dataset="pets")},
         image_size=224, coarse=32, coarse_tasks=("pets",),
-        ff=dict(PAPER_HPARAMS), ft=dict(PAPER_HPARAMS)),
+        ff=dict(PAPER_HPARAMS, augment=True), ft=dict(PAPER_HPARAMS, augment=True)),
 }
 
 
