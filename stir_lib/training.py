@@ -136,6 +136,7 @@ def _pretrain_autoencoder(model: ImageModel, x: torch.Tensor, cfg: TrainConfig, 
     opt = torch.optim.Adam(params, lr=cfg.lr)
     n = len(x)
     for _ in bar(range(cfg.autoencoder_epochs), desc="autoencoder", progress=progress):
+        threads.refresh()
         for idx in torch.randperm(n, generator=g, device="cpu").split(cfg.batch_size):
             xb = x[idx.to(x.device)].to(dev)
             recon = decoder(model.embed(xb))
@@ -233,7 +234,8 @@ def train(model: ImageModel, x: torch.Tensor, y: torch.Tensor, config: TrainConf
     resumed = _load_checkpoint(ckpt)
     model.train()
     if cfg.autoencoder_epochs and resumed is None:
-        _pretrain_autoencoder(model, x, cfg, progress)
+        with threads.use("parallel"):   # the thread policy covers every loop that trains
+            _pretrain_autoencoder(model, x, cfg, progress)
     head_only = cfg.train_params == "head"
     for p in model.body.parameters():
         p.requires_grad_(not head_only)
