@@ -279,6 +279,7 @@ def _loss_f(logits: torch.Tensor, target: torch.Tensor, loss: str, kappa: float)
     return (z_other - z_target).clamp_min(-kappa)
 
 
+@threads.parallel   # all of it, the small forward passes between the solves too
 def lbfgs_min_distortion(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
                          c_init: float = 1.0, search_steps: int = 8, max_iter: int = 100,
                          history: int = 10, pgtol: float = 1e-5, ftol: float = 1e-6,
@@ -375,9 +376,9 @@ def lbfgs_min_distortion(model: nn.Module, x: torch.Tensor, target: torch.Tensor
                 fval = c[rows] * r.pow(2).sum(1) + lf.detach()
                 return fval, grad + 2 * c[rows, None] * r
 
-            with threads.use("parallel"):
-                z, n_eval = _box_lbfgs(fun, x0.clone(), lower, upper, max_iter=max_iter,
-                                       history=history, pgtol=pgtol, ftol=ftol)
+            threads.refresh()
+            z, n_eval = _box_lbfgs(fun, x0.clone(), lower, upper, max_iter=max_iter,
+                                   history=history, pgtol=pgtol, ftol=ftol)
             evals += n_eval
             with torch.no_grad():
                 hit = net(z.view(shape)).argmax(1) == tb

@@ -7,13 +7,16 @@ thread whose core was taken (measured by ``benchmarks/bench_threads.py``: the ba
 L-BFGS attack took 2.8x longer with 2 threads than with 1 beside a busy process). So
 the library's loops declare what they are:
 
-* ``"serial"``: small operations where a second thread gains under 5 % on a quiet
-  machine (the float64 L-BFGS attack on MLPs): always one thread.
-* ``"parallel"``: work that a second core speeds up (training, inversion, PGD,
-  CKA products): as many threads as there are cores *not busy with other processes*,
+* ``"parallel"``: every loop of the library (training and autoencoder pre-training,
+  PGD/TRADES/MART, the batched L-BFGS attack, inversion, CKA products, spectral norms,
+  transfer heads): as many threads as there are cores *not busy with other processes*,
   measured from ``/proc/stat`` and this process's own CPU time since the last check
   (no sleeping except on the first check), re-checked at most every ``_RECHECK``
-  seconds. Beside one busy process on a 2-core machine that is one thread.
+  seconds. Beside one busy process on a 2-core machine that is one thread; on a quiet
+  one, all cores (``bench_threads``: 0.93-1.02x the faster of 1 and 2 quiet threads on
+  every slice; a second free core gains 8 % on the attack, 1.8x on an autoencoder).
+* ``"serial"``: always one thread, for small operations where a second thread gains
+  nothing even on a quiet machine (available to user code; the library has none).
 
 Use :func:`use` around a loop, and :func:`refresh` at natural boundaries inside long
 loops (an epoch) so that a process that starts later is noticed::
