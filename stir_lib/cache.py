@@ -35,7 +35,9 @@ import socket
 import tempfile
 import time
 import warnings
+import weakref
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ import torch
 
 __all__ = ["cache_root", "code_version", "config_key", "get_or_create", "entry_path", "exists",
            "checkpoint_path", "provenance", "entries", "clean_temporaries", "fingerprint",
+           "memoized_fingerprints",
            "load_entry", "tag_model", "model_identity"]
 
 
@@ -60,14 +63,56 @@ def code_version(*objects) -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint(*tensors: torch.Tensor) -> str:
-    """SHA-256 (first 16 hex digits) of the tensors' shapes, dtypes and bytes (any device)."""
+_MEMO: dict | None = None     # fingerprints remembered inside memoized_fingerprints()
+
+
+@contextmanager
+def memoized_fingerprints():
+    """Within the block, :func:`fingerprint` hashes each tuple of tensors once.
+
+    Listing a plan computes the key of every job, and each key hashes its data (60,000
+    MNIST images are 188 MB): without the memo ``plan --scale ci transfer`` hashed the
+    same tensors 294 times. A remembered fingerprint is used only for the very same
+    tensor objects (checked through weak references) at the same version counter, which
+    torch bumps on every in-place change; use the block where the data are not written
+    through other aliases (a NumPy view), as the planning and warming loops do not.
+    Nested blocks share the outer memo; it is dropped when the outermost block ends.
+    """
+    global _MEMO
+    outer = _MEMO is not None
+    if not outer:
+        _MEMO = {}
+    try:
+        yield
+    finally:
+        if not outer:
+            _MEMO = None
+
+
+def _hash(tensors) -> str:
     h = hashlib.sha256()
     for t in tensors:
         t = t.detach().contiguous().cpu()
         h.update(f"{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())   # the buffer, not a copy
     return h.hexdigest()[:16]
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """SHA-256 (first 16 hex digits) of the tensors' shapes, dtypes and bytes (any device).
+
+    Inside :func:`memoized_fingerprints` the same tensors are hashed once."""
+    memo = _MEMO
+    if memo is None:
+        return _hash(tensors)
+    key = tuple((id(t), t._version) for t in tensors)
+    hit = memo.get(key)
+    if hit is not None and all(r() is t for r, t in zip(hit[0], tensors)):
+        return hit[1]
+    digest = _hash(tensors)
+    memo[key] = (tuple(weakref.ref(t) for t in tensors), digest)
+    return digest
 
 
 def _canonical(obj: Any):

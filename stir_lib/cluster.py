@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import jobs as J
+from . import cache, jobs as J
 from .progress import bar
 from .validation import check_choice, check_int
 
@@ -42,7 +42,12 @@ CPU_FLOPS = 5e10    # this project's 2-core CI machine
 def run_jobs(chunk: list, device: str = "auto") -> list[str]:
     """A worker's share of a wave: each job in turn (the function submitit pickles)."""
     os.environ.setdefault("STIR_PROGRESS", "0")
-    return [J.run_job(j, device) for j in chunk]
+    keys = []
+    for j in chunk:                      # one line per job in the job's log, with its time
+        t = time.perf_counter()
+        keys.append(J.run_job(j, device))
+        print(f"[job] {j.describe()}: {time.perf_counter() - t:.1f} s", flush=True)
+    return keys
 
 
 @dataclass
@@ -96,6 +101,15 @@ def warm(plan: list, *, executor: str = "local", workers: int = 1, folder=None,
          time_hours: float = 4.0, wait: bool = True, device: str = "auto",
          progress: bool | None = None, poll: float = 2.0) -> WarmReport:
     """Compute every missing entry of ``plan``, wave by wave (see the module docstring)."""
+    with cache.memoized_fingerprints():   # the jobs' keys hash their data once per tensor
+        return _warm(plan, executor=executor, workers=workers, folder=folder,
+                     partition=partition, gpus_per_job=gpus_per_job, max_parallel=max_parallel,
+                     time_hours=time_hours, wait=wait, device=device, progress=progress,
+                     poll=poll)
+
+
+def _warm(plan, *, executor, workers, folder, partition, gpus_per_job, max_parallel,
+          time_hours, wait, device, progress, poll) -> WarmReport:
     check_int(workers, "workers")
     folder = Path(folder or Path.cwd() / "_build" / "submitit")
     waves = [[j for j in w if not j.cached()] for w in J.levels(plan)]

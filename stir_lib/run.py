@@ -232,9 +232,12 @@ def _plan_for(names: list[str], scale: str, params: dict) -> list:
 def plan_command(names: list[str], scale: str, params: dict) -> None:
     from . import cluster, jobs as J
 
+    from .cache import memoized_fingerprints
+
     plan = _plan_for(names, scale, dict(params))
     rate = cluster.GPU_FLOPS if scale == "paper" else cluster.CPU_FLOPS
-    rows = J.describe_plan(plan, rate)
+    with memoized_fingerprints():      # every key hashes its data: once per tensor is enough
+        rows = J.describe_plan(plan, rate)
     for r in rows:
         state = {True: "cached ", False: "missing", None: "unknown"}[r["cached"]]
         print(f"[{r['wave'] if r['wave'] is not None else '-'}] {state} {r['kind']:9s} "

@@ -194,3 +194,30 @@ def test_code_version_tracks_source():
     assert cache.code_version(f) == cache.code_version(f)
     assert cache.code_version(f) != cache.code_version(g)
     assert cache.code_version(f, g) != cache.code_version(g, f)
+
+
+def test_memoized_fingerprints_hash_once_and_see_inplace_changes(monkeypatch):
+    """Inside the block the same tensors are hashed once; an in-place change (version
+    counter), other tensors with equal content, and leaving the block all hash again,
+    and the digest is the one the plain function gives."""
+    from stir_lib import cache
+
+    calls = []
+    real = cache._hash
+    monkeypatch.setattr(cache, "_hash", lambda ts: calls.append(1) or real(ts))
+    x, y = torch.rand(50, 4, generator=torch.Generator().manual_seed(0)), torch.arange(50)
+    plain = cache.fingerprint(x, y)
+    with cache.memoized_fingerprints():
+        assert cache.fingerprint(x, y) == plain
+        with cache.memoized_fingerprints():           # nested: the same memo
+            assert cache.fingerprint(x, y) == plain
+        assert len(calls) == 2                       # the plain call + the first memoised one
+        x2 = x.clone()
+        assert cache.fingerprint(x2, y) == plain and len(calls) == 3   # other object: hashed
+        x.mul_(2)                                    # in place: version counter bumped
+        changed = cache.fingerprint(x, y)
+        assert changed != plain and len(calls) == 4
+        assert cache.fingerprint(x[:], y) == changed  # a view is another object: hashed anew
+    assert cache._MEMO is None
+    cache.fingerprint(x, y)
+    assert len(calls) == 6                           # outside the block: no memo
