@@ -96,20 +96,12 @@ def _shares(items: list, n: int) -> list[list]:
     return [items[i::n] for i in range(n)]
 
 
+@cache.memoized_fingerprints()   # the jobs' keys hash their data once per tensor
 def warm(plan: list, *, executor: str = "local", workers: int = 1, folder=None,
          partition: str | None = None, gpus_per_job: int = 0, max_parallel: int | None = None,
          time_hours: float = 4.0, wait: bool = True, device: str = "auto",
          progress: bool | None = None, poll: float = 2.0) -> WarmReport:
     """Compute every missing entry of ``plan``, wave by wave (see the module docstring)."""
-    with cache.memoized_fingerprints():   # the jobs' keys hash their data once per tensor
-        return _warm(plan, executor=executor, workers=workers, folder=folder,
-                     partition=partition, gpus_per_job=gpus_per_job, max_parallel=max_parallel,
-                     time_hours=time_hours, wait=wait, device=device, progress=progress,
-                     poll=poll)
-
-
-def _warm(plan, *, executor, workers, folder, partition, gpus_per_job, max_parallel,
-          time_hours, wait, device, progress, poll) -> WarmReport:
     check_int(workers, "workers")
     folder = Path(folder or Path.cwd() / "_build" / "submitit")
     waves = [[j for j in w if not j.cached()] for w in J.levels(plan)]

@@ -231,7 +231,6 @@ def _plan_for(names: list[str], scale: str, params: dict) -> list:
 
 def plan_command(names: list[str], scale: str, params: dict) -> None:
     from . import cluster, jobs as J
-
     from .cache import memoized_fingerprints
 
     plan = _plan_for(names, scale, dict(params))

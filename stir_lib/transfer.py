@@ -370,6 +370,12 @@ def _hparams(lrs, epochs, batch_size, momentum, weight_decay, lr_step, seed,
                 seed=check_int(seed, "seed", 0), augment=bool(augment))
 
 
+def _sgd(hp: dict) -> dict:
+    """The keyword arguments of :func:`_fit` that come from the hyper-parameters."""
+    return {k: hp[k] for k in ("epochs", "batch_size", "momentum", "weight_decay", "lr_step",
+                               "seed")}
+
+
 def _augmenter(size: int):
     """The paper's training augmentation, per image of a batch on its own device:
     torchvision's ``RandomResizedCrop(size)`` (scale 0.08-1, ratio 3/4-4/3) and a horizontal
@@ -528,24 +534,19 @@ def fixed_feature(model: ImageModel, task: Task, *, lrs: Sequence[float] = (0.1,
         on_device = (lambda f: f.to(device))  # noqa: E731 - features are stored on the CPU
         if hp["augment"]:  # the head trains through the frozen body on fresh crops
             aug = _augmenter(task.image_shape[1])
+        dim = feats["val"].shape[1]
         heads, val, losses = [], [], []
         for lr in hp["lrs"]:
             torch.manual_seed(hp["seed"])
-            dim = feats["val"].shape[1]
             head = nn.Linear(dim, task.num_classes, device=device)
-            if hp["augment"]:
-                net = _Probe(frozen, head)
-                losses.append(_fit(net, task.x_train, task.y_train, lambda xb: aug(read(xb)),
-                                   lr=lr, epochs=hp["epochs"], batch_size=hp["batch_size"],
-                                   momentum=hp["momentum"], weight_decay=hp["weight_decay"],
-                                   lr_step=hp["lr_step"], seed=hp["seed"], progress=progress,
-                                   desc=f"fixed-feature lr={lr:g}", train_mode=False))
-            else:
-                losses.append(_fit(head, feats["train"], task.y_train, on_device, lr=lr,
-                                   epochs=hp["epochs"], batch_size=hp["batch_size"],
-                                   momentum=hp["momentum"], weight_decay=hp["weight_decay"],
-                                   lr_step=hp["lr_step"], seed=hp["seed"], progress=progress,
-                                   desc=f"fixed-feature lr={lr:g}"))
+            if hp["augment"]:   # through the frozen body (eval mode) on fresh crops
+                module, x_fit, read_fit, train_mode = (_Probe(frozen, head), task.x_train,
+                                                       lambda xb: aug(read(xb)), False)
+            else:               # on the features computed once
+                module, x_fit, read_fit, train_mode = head, feats["train"], on_device, True
+            losses.append(_fit(module, x_fit, task.y_train, read_fit, lr=lr, **_sgd(hp),
+                               progress=progress, desc=f"fixed-feature lr={lr:g}",
+                               train_mode=train_mode))
             val.append(_accuracy(head, feats["val"], task.y_val, on_device))
             heads.append(head)
         best = _best(val, hp["lrs"])
@@ -574,21 +575,18 @@ def fine_tune(model: ImageModel, task: Task, *, lrs: Sequence[float] = (0.1, 0.0
     hp = _hparams(lrs, epochs, batch_size, momentum, weight_decay, lr_step, seed, augment)
 
     def run():
-        plain = _reader(task, device_of(model))
+        read = _reader(task, device_of(model))
         if hp["augment"]:
             aug = _augmenter(task.image_shape[1])
-        read_train = (lambda xb: aug(plain(xb))) if hp["augment"] else plain
-        read = plain
+        read_train = (lambda xb: aug(read(xb))) if hp["augment"] else read
         best_net, val, losses = None, [], []
         for lr in hp["lrs"]:
             torch.manual_seed(hp["seed"])
             net = copy.deepcopy(model).replace_head(task.num_classes).to(device_of(model))
             for p in net.parameters():
                 p.requires_grad_(True)
-            losses.append(_fit(net, task.x_train, task.y_train, read_train, lr=lr, epochs=hp["epochs"],
-                               batch_size=hp["batch_size"], momentum=hp["momentum"],
-                               weight_decay=hp["weight_decay"], lr_step=hp["lr_step"],
-                               seed=hp["seed"], progress=progress, desc=f"fine-tune lr={lr:g}"))
+            losses.append(_fit(net, task.x_train, task.y_train, read_train, lr=lr, **_sgd(hp),
+                               progress=progress, desc=f"fine-tune lr={lr:g}"))
             val.append(_accuracy(net, task.x_val, task.y_val, read))
             if _best(val, hp["lrs"][:len(val)]) == len(val) - 1:
                 best_net = net  # keep one trained copy at a time
