@@ -17,7 +17,7 @@ setup: $(STAMP)
 # torchvision 0.29.1 (CPU here, a CUDA build where one is available; pip takes them from the
 # local wheel folder on this kind of machine, else from PyPI).
 # Debian's chromium (headless, driven by playwright) checks the built site and prints the
-# PDF; MathJax (npm mathjax@3.2.2, SHA-256 pinned in stir_lib/site.py) is served by the
+# PDF; MathJax (npm mathjax@3.2.2, SHA-256 pinned in stir_lib/book/mathjax.py) is served by the
 # site itself, so its math renders with no network. The Makefile is a prerequisite so that
 # an older set-up gains new steps.
 $(STAMP): pyproject.toml requirements/lock.txt Makefile
@@ -34,26 +34,26 @@ $(STAMP): pyproject.toml requirements/lock.txt Makefile
 	  echo "apt-get install -y --no-install-recommends chromium"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	fi
-	$(PY) -m stir_lib.site install-mathjax
+	$(PY) -m stir_lib.book.site install-mathjax
 	touch $(STAMP)
 
 book: setup
-	$(PY) -m stir_lib.run all --scale $(SCALE)
+	$(PY) -m stir_lib.book.run all --scale $(SCALE)
 
 execute: setup
-	$(PY) -m stir_lib.run execute --scale $(SCALE)
+	$(PY) -m stir_lib.book.run execute --scale $(SCALE)
 
 render: setup
-	$(PY) -m stir_lib.run render
+	$(PY) -m stir_lib.book.run render
 
 # The whole book as one A4 PDF (_build/pdf/book.pdf), from the stage of the last render
 # (rendered again first if it is missing or stale), printed by headless Chromium.
 pdf: setup
-	$(PY) -m stir_lib.site pdf
+	$(PY) -m stir_lib.book.site pdf
 
 # Re-run one notebook (and the summary pages), e.g. make notebook NB=blind_spots SCALE=smoke
 notebook: setup
-	$(PY) -m stir_lib.run execute --scale $(SCALE) $(NB)
+	$(PY) -m stir_lib.book.run execute --scale $(SCALE) $(NB)
 
 test: setup
 	$(PY) -m pytest -q

@@ -37,7 +37,8 @@ from stir_lib.similarity import linear_cka
 from stir_lib.spectral import conv_norm
 from stir_lib.stir import stir
 from stir_lib.training import TrainConfig, train
-from stir_lib.transfer import Task, fine_tune, fixed_feature, load_robustness_checkpoint
+from stir_lib.checkpoints import load_robustness_checkpoint
+from stir_lib.transfer import Task, fine_tune, fixed_feature
 
 RESULTS: list[tuple[str, str, bool]] = []
 

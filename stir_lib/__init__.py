@@ -1,12 +1,14 @@
-"""stir_lib: the thin shared library behind the book.
+"""stir_lib: the library behind the book, in floors (each imports only from below).
 
-One concept per module: data, models, features (named layers of any model), training,
-attacks, spectral, similarity, inversion, stir, transfer, verdicts (the rules behind every
-verdict), paper (the papers' numbers), jobs and cluster (plans of cache entries, run
-through submitit), cache, threads, plotting, results, run (the book's executor), site
-(MathJax, the browser check, the PDF); input checks live in validation, progress bars in
-progress; ``chapters`` holds each chapter's presets and plan. Notebooks hold the
-experiments' questions, evidence and verdicts; this package holds the machinery.
+Plumbing: validation, progress, paths (the book's root and table of contents), threads,
+scales, cache. Things: models, data (a registry of data sets), verdicts (the statistics
+and generic rules behind every verdict). Measures and procedures: features (named layers
+of any model), attacks, similarity (CKA), spectral (operator norms), training, inversion,
+stir, transfer, checkpoints. Experiments: jobs (plans of cache entries), results
+(scorecards), plotting, cluster (plans through submitit). The chapters: ``chapters``, one
+module per chapter with its presets, helpers, plan, the paper's numbers and its claim rules.
+The book's tooling sits on top in ``stir_lib.book`` (the runner, the site check, MathJax,
+the PDF) and nothing in the library imports it.
 """
 
 __version__ = "0.1.0"

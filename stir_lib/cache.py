@@ -43,6 +43,8 @@ from typing import Any
 
 import torch
 
+from .paths import sha256_file
+
 __all__ = ["cache_root", "code_version", "config_key", "get_or_create", "entry_path", "exists",
            "checkpoint_path", "provenance", "entries", "clean_temporaries", "fingerprint",
            "memoized_fingerprints",
@@ -142,20 +144,12 @@ def entry_path(kind: str, config: Any) -> Path:
     return cache_root() / kind / config_key(kind, config)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _load(path: Path):
     """Load a verified entry, or return None (after deleting it) if it is corrupt."""
     meta_file, payload = path / "meta.json", path / "payload.pt"
     try:
         meta = json.loads(meta_file.read_text())
-        if _sha256(payload) != meta["sha256"]:
+        if sha256_file(payload) != meta["sha256"]:
             raise ValueError("checksum mismatch")
         return torch.load(payload, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure means: do not use it
@@ -224,7 +218,7 @@ def get_or_create(kind: str, config: Any, create: Callable[[], Any], *,
                                 dir=path.parent))
     try:
         torch.save(value, tmp / "payload.pt")
-        meta = {"kind": kind, "config": _canonical(config), "sha256": _sha256(tmp / "payload.pt"),
+        meta = {"kind": kind, "config": _canonical(config), "sha256": sha256_file(tmp / "payload.pt"),
                 "computed": {**provenance(device), "seconds": round(seconds, 2)}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         for _ in range(3):

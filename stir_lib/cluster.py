@@ -17,7 +17,7 @@ shared filesystem (see :mod:`stir_lib.cache`): two jobs racing for one entry lea
 good entry, a killed job leaves nothing that loads and its training resumes from its
 last checkpoint when resubmitted. Failed jobs are reported with the paths of their logs;
 running :func:`warm` again submits only what is still missing. Afterwards,
-``python -m stir_lib.run execute`` builds the book from the cache without training.
+``python -m stir_lib.book.run execute`` builds the book from the cache without training.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from :mod:`stir_lib.verdicts` and its one-line reason) in a :class:`Scorecard`,
 and sanity :class:`Check` s that cannot fail by design of the claim (identities,
 bounds that hold by construction) apart from the claims, and saves it as
 ``<results dir>/<chapter>.json``. The results folder is
-``$STIR_RESULTS`` (set by ``python -m stir_lib.run``), else ``_build/results``
+``$STIR_RESULTS`` (set by ``python -m stir_lib.book.run``), else ``_build/results``
 under the book's root.
 """
 
@@ -19,10 +19,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .paths import build_dir, repo_root
 from .validation import check_choice
 from .verdicts import VERDICTS, Verdict
 
-__all__ = ["Claim", "Check", "Scorecard", "results_dir", "load_all", "VERDICTS", "choose_scale",
+__all__ = ["Claim", "Check", "Scorecard", "results_dir", "load_all", "VERDICTS",
            "PAPERS"]
 
 # claim id prefix -> paper
@@ -34,8 +35,6 @@ def results_dir() -> Path:
     env = os.environ.get("STIR_RESULTS")
     if env:
         return Path(env)
-    from .run import build_dir, repo_root
-
     try:
         return build_dir(repo_root()) / "results"
     except FileNotFoundError:
@@ -131,16 +130,3 @@ def load_all(folder: Path | None = None) -> list[dict]:
     """Every saved chapter's results, sorted by chapter name."""
     folder = folder or results_dir()
     return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
-
-
-def choose_scale(scale: str, presets: dict, **overrides) -> dict:
-    """Settings for ``scale`` from ``presets`` ({"smoke": {...}, "ci": {...}, "paper": {...}}),
-    with every override that is not None replacing its preset."""
-    check_choice(scale, "scale", list(presets))
-    settings = dict(presets[scale])
-    for key, value in overrides.items():
-        if key not in settings:
-            raise ValueError(f"override {key!r}: expected one of {sorted(settings)}")
-        if value is not None:
-            settings[key] = value
-    return settings

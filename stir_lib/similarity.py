@@ -34,14 +34,8 @@ from . import threads
 
 from .validation import check_choice, check_finite, check_matrix_pair, check_positive, check_tensor
 
-__all__ = [
-    "MinibatchCKA",
-    "debiased_cka",
-    "hsic_unbiased",
-    "linear_cka",
-    "minibatch_cka",
-    "rbf_cka",
-]
+__all__ = ["MinibatchCKA", "debiased_cka", "hsic_unbiased", "linear_cka", "minibatch_cka",
+           "rbf_cka", "FORMS"]
 
 FORMS = ("auto", "feature", "gram")
 

@@ -10,16 +10,9 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-__all__ = [
-    "check_choice",
-    "check_finite",
-    "check_image_batch",
-    "check_labels",
-    "check_matrix_pair",
-    "check_positive",
-    "check_tensor",
-    "check_unit_interval",
-]
+__all__ = ["check_choice", "check_finite", "check_image_batch", "check_labels",
+           "check_matrix_pair", "check_positive", "check_tensor", "check_unit_interval",
+           "check_int"]
 
 
 def check_tensor(x, name: str) -> torch.Tensor:

@@ -23,9 +23,11 @@ Three generic rules cover most claims:
   when the whole interval lies within ±margin; *not reproduced* when it lies wholly
   outside; *partly* in between.
 
-The claim rules below (``s1_...`` to ``r5_...``) name the quantity, the paper's effect,
-the thresholds and the noise floor in their docstrings, and combine the generic rules.
-Each returns a :class:`Verdict` (the verdict and a one-line reason) and never prints.
+The claim rules (``s1_...`` to ``r5_...``) live with their chapters, in
+``stir_lib.chapters.<chapter>``, beside the paper values they compare with; each names
+the quantity, the paper's effect, the thresholds and the noise floor in its docstring,
+combines the rules of this module, and returns a :class:`Verdict` (the verdict and a
+one-line reason) without printing.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from scipy import stats
 
 __all__ = ["VERDICTS", "Verdict", "Estimate", "over_seeds", "welch", "paired", "exact",
            "effect_rule", "sign_rule", "equivalence_rule", "at_most_rule", "not_tested",
-           "combine", "spearman_over_seeds"]
+           "combine", "spearman", "spearman_over_seeds", "over_seeds_or_infinite", "count_rule",
+           "majority_rule", "RANK"]
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
 _CONF = 0.95
@@ -131,6 +134,15 @@ def over_seeds(values: Iterable[float], name: str = "values") -> Estimate:
         return Estimate(float(a.mean()), float("nan"), n, tuple(a.tolist()))
     sd = float(a.std(ddof=1))
     return Estimate(float(a.mean()), _t(n - 1) * sd / math.sqrt(n), n, tuple(a.tolist()), sd)
+
+
+def over_seeds_or_infinite(values: Iterable[float], name: str = "values") -> Estimate:
+    """:func:`over_seeds`, except that an infinite value (a seed whose attack never
+    succeeded has no finite distortion) makes the mean infinite and the noise unmeasured."""
+    a = np.asarray(list(values), float)
+    if np.isfinite(a).all():
+        return over_seeds(a, name)
+    return Estimate(float("inf"), float("nan"), int(a.size))
 
 
 def exact(value: float) -> Estimate:
@@ -268,7 +280,8 @@ def at_most_rule(ours: Estimate, reproduced_max: float, partly_max: float, *, wh
     return Verdict("not reproduced", f"{where} > {partly_max:g}{unit}")
 
 
-_RANK = {"reproduced": 3, "partly": 2, "not reproduced": 1}
+#: Order of the tested verdicts, best first (for combining parts of a claim).
+RANK = {"reproduced": 3, "partly": 2, "not reproduced": 1}
 
 
 def combine(parts: Mapping[str, Verdict], *, how: str = "all") -> Verdict:
@@ -284,12 +297,21 @@ def combine(parts: Mapping[str, Verdict], *, how: str = "all") -> Verdict:
     reason = "; ".join(f"{k}: {v.verdict}" for k, v in parts.items())
     if not tested:
         return not_tested(reason)
-    ranks = [_RANK[v.verdict] for v in tested.values()]
+    ranks = [RANK[v.verdict] for v in tested.values()]
     if min(ranks) == 3:
         return Verdict("reproduced", reason)
     if max(ranks) == 1:
         return Verdict("not reproduced", reason)
     return Verdict("partly", reason)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation of two paired series; 0 (no relation) when either is
+    constant. :func:`spearman_over_seeds` instead leaves such a seed out."""
+    xs, ys = np.asarray(x, float), np.asarray(y, float)
+    if np.ptp(xs) == 0 or np.ptp(ys) == 0:
+        return 0.0
+    return float(stats.spearmanr(xs, ys).statistic)
 
 
 def spearman_over_seeds(x: Sequence[Sequence[float]], y: Sequence[Sequence[float]]) -> Estimate:
@@ -335,243 +357,6 @@ def count_rule(cells: Mapping[str, Estimate], *, what: str, sign: int = +1,
     return Verdict("not reproduced", reason)
 
 
-# =============================================================================== claims
-# Szegedy et al. 2014 ------------------------------------------------------------------
-def s1_units_vs_random(purity_difference: Estimate, margin: float = 0.1) -> Verdict:
-    """S1: units are no more semantically coherent than random directions.
-
-    Quantity: mean label purity of the top-k held-out images along each unit minus along
-    each random direction, one value per independently trained network (seed). The paper
-    reports no number ("equally coherent", Figures 1-2), i.e. a difference of 0.
-    Equivalence margin ±0.1 of purity (a tenth of its scale, visible by eye): reproduced
-    when the 95 % interval over seeds lies inside it (see :func:`equivalence_rule`).
-    """
-    return equivalence_rule(purity_difference, margin,
-                            what="purity difference, units - random directions")
-
-
-def s2_adversarial_examples(success: Mapping[str, Estimate], ratio: Mapping[str, Estimate]
-                            ) -> Verdict:
-    """S2: every model has adversarial examples at small distortion.
-
-    Quantities per model (over seeds): the attack's success rate (fraction of attacked
-    images reaching their target) and the mean minimum distortion divided by the paper's
-    (Table 1: 0.058-0.14 RMS). *Reproduced*: every model's success >= 0.99 and the upper
-    95 % bound of its ratio <= 1.5 (not more perceptible than the paper's); *partly*:
-    success >= 0.9 and ratio <= 3; *not reproduced*: otherwise (a model the attack cannot
-    fool, or only with distortions three times the paper's). The verdict is the weakest
-    model's.
-    """
-    if set(success) != set(ratio) or not success:
-        raise ValueError("s2: expected success and ratio for the same, non-empty set of models")
-    per = {}
-    for m in success:
-        top, s_min = ratio[m].high if ratio[m].measured else ratio[m].mean, min(
-            success[m].values or (success[m].mean,))
-        per[m] = ("reproduced" if s_min >= 0.99 and top <= 1.5 else
-                  "partly" if s_min >= 0.9 and top <= 3 else "not reproduced")
-    worst = min(per.values(), key=lambda v: _RANK[v])
-    bad = [m for m, v in per.items() if v == worst] if worst != "reproduced" else []
-    ratios = ", ".join(f"{m} {ratio[m].mean:.2f}" for m in ratio)
-    return Verdict(worst, f"success >= {min(min(e.values or (e.mean,)) for e in success.values()):.2f}"
-                          f" on every model; distortion / paper's: {ratios}"
-                          + (f"; weakest: {', '.join(bad)}" if bad else ""))
-
-
-def s3_cross_model(excess: Estimate, paper_excess: float) -> Verdict:
-    """S3: many adversarial examples made for one model are misclassified by others.
-
-    Quantity: the median over Table 2's 30 off-diagonal cells of (cell - the fed model's
-    error under Gaussian noise of std 0.1), in points, one value per seed (each seed a
-    fresh set of the six models). Paper: :func:`stir_lib.paper.t2_transfer_effect` (7.8
-    points; median cell 21.9 %). :func:`effect_rule` with half the paper's effect.
-    """
-    return effect_rule(excess, paper_excess, what="median transfer above noise (points)",
-                       digits=1)
-
-
-def s4_cross_training_set(excess: Estimate, paper_excess: float) -> Verdict:
-    """S4: many adversarial examples transfer to a model trained on a disjoint half.
-
-    Quantity: the median over Table 4's four P1 <-> P2 cells of the magnified sets (RMS
-    0.1) of (cell - the fed model's error under noise of std 0.1), one value per seed.
-    Paper: :func:`stir_lib.paper.t4_transfer_effect` (32.4 points). :func:`effect_rule`.
-    """
-    return effect_rule(excess, paper_excess,
-                       what="median disjoint-half transfer above noise (points)", digits=1)
-
-
-def s5_noise(increase: Estimate) -> Verdict:
-    """S5: Gaussian noise of the same or larger distortion barely changes the error.
-
-    Quantity: the largest increase of a model's error (points) under Gaussian noise of
-    std 0.1 (and 0.06 on the P1/P2 models) over its error on the same clean images, over
-    all models, one value per seed. Paper: at most 0.7 points (Table 2's noise row minus
-    Table 1). *Reproduced*: upper 95 % bound <= 5 points; *partly*: <= 10; else not.
-    """
-    return at_most_rule(increase, 5.0, 10.0, what="largest error increase under noise",
-                        digits=1, unit=" pts")
-
-
-def s6_adversarial_training(error_drop: Estimate, paper_drop: float) -> Verdict:
-    """S6: training on adversarial examples lowers the test error of a 100-100-10 net.
-
-    Quantity: test error with weight decay only minus test error with adversarial
-    training (points), paired by seed. Paper: 1.6 % -> below 1.2 % (a drop of at least
-    0.4 points; section 4.2). :func:`effect_rule` with half the paper's drop.
-    """
-    return effect_rule(error_drop, paper_drop, what="test-error drop (points)", digits=2)
-
-
-def s7_first_layer(gain_above_one: Estimate) -> Verdict:
-    """S7 (first layers): instability can start in the first layer.
-
-    Quantity: the largest observed gain ||phi_1(x + r) - phi_1(x)|| / ||r|| of the first
-    stage along the attack's adversarial perturbations, minus 1, one value per trained
-    conv net (seed): a measured amplification, not the bound (which is > 1 for almost any
-    layer). Paper: Conv. 1's bound 2.75 (Table 5), no observed gain. :func:`sign_rule`.
-    """
-    return sign_rule(gain_above_one, what="first-stage gain - 1")
-
-
-def s7_alexnet(ratios: Sequence[float] | None) -> Verdict:
-    """S7 (Table 5): AlexNet's per-layer upper bounds.
-
-    Quantity: our bound of each of the 8 conv/FC layers divided by the paper's (Table 5),
-    for torchvision's pretrained AlexNet. *Reproduced*: every ratio in [2/3, 1.5];
-    *partly*: in [1/3, 3]; else not. No weights: not tested.
-    """
-    if ratios is None:
-        return not_tested("no AlexNet ImageNet weights in this build (nothing is downloaded)")
-    r = np.asarray(list(ratios), float)
-    where = f"ratios ours / paper's {', '.join(f'{v:.2f}' for v in r)}"
-    if ((r >= 2 / 3) & (r <= 1.5)).all():
-        return Verdict("reproduced", f"{where}: all within [2/3, 1.5]")
-    if ((r >= 1 / 3) & (r <= 3)).all():
-        return Verdict("partly", f"{where}: all within [1/3, 3]")
-    return Verdict("not reproduced", f"{where}: some outside [1/3, 3]")
-
-
-# Nanda et al. 2022 --------------------------------------------------------------------
-def n1_seed_pairs(v_stir: Sequence[float], v_cka: Sequence[float], a_stir: Sequence[float],
-                  paper: Mapping[str, float]) -> Verdict:
-    """N1: vanilla pairs have high CKA but much lower STIR; AT pairs have high STIR.
-
-    Quantities, one value per pair of seeds of one architecture (both STIR directions
-    averaged): (a) vanilla CKA - vanilla STIR (paired); (b) AT STIR - vanilla STIR
-    (Welch). Paper (its ResNet18 pair table): (a) 0.384, (b) 0.353. Each part by
-    :func:`effect_rule` (half the paper's effect reproduces it); both needed. The pairs
-    of three seeds share models, so their spread is a lower bound on the noise.
-    """
-    a = paired(v_cka, v_stir)
-    b = welch(a_stir, v_stir)
-    return combine({
-        "CKA - STIR (vanilla)": effect_rule(a, paper["cka_minus_stir"], what="CKA - STIR"),
-        "AT - vanilla STIR": effect_rule(b, paper["at_minus_vanilla"], what="AT - V STIR"),
-    })
-
-
-def n2_adversarial_blocks(at_minus_v: Estimate, paper_effect: float) -> Verdict:
-    """N2: adversarial training gives higher STIR across architectures.
-
-    Quantity: mean cross-architecture STIR of the AT block minus that of the V block,
-    one value per replicate of the zoo (the models of one seed). Paper (poster matrix):
-    :func:`stir_lib.paper.nanda_blocks` (0.45). :func:`effect_rule`.
-    """
-    return effect_rule(at_minus_v, paper_effect, what="AT - V cross-architecture STIR")
-
-
-def n3_residual_reference(diffs: Mapping[str, Estimate] | None,
-                          paper: Mapping[str, float]) -> Verdict:
-    """N3: STIR is higher when a residual network is the reference (rows read as references).
-
-    Quantity per block (AT, V): mean cross-architecture STIR of the rows whose reference
-    is residual minus that of the other rows, one value per replicate. Paper (poster):
-    AT 0.115, V 0.097. :func:`effect_rule` per block; both needed. No residual network in
-    the zoo: not tested.
-    """
-    if diffs is None:
-        return not_tested("no residual network in the zoo at this scale")
-    return combine({k: effect_rule(v, paper[k], what=f"{k}: residual - other rows")
-                    for k, v in diffs.items()})
-
-
-def n4_layers(parts: Mapping[str, Mapping[str, Estimate]]) -> Verdict:
-    """N4: shared invariance drops for later layers, less for AT; STIR drops more than CKA.
-
-    Per architecture, three quantities over seed pairs: (i) vanilla STIR at the first
-    layer minus at the last; (ii) the vanilla drop minus the AT drop (Welch); (iii) the
-    vanilla STIR drop minus the vanilla CKA drop. The paper gives a figure, no numbers:
-    each part by :func:`sign_rule`; all three needed per architecture, and every
-    architecture for "reproduced".
-    """
-    per = {arch: combine({k: sign_rule(v, what=k) for k, v in p.items()})
-           for arch, p in parts.items()}
-    out = combine(per)
-    detail = "; ".join(f"{arch}: " + ", ".join(
-        f"{k} {v.mean:+.3f}±{v.half_width:.3f}" for k, v in p.items()) for arch, p in parts.items())
-    return Verdict(out.verdict, detail)
-
-
-def n5_at_higher(cells: Mapping[str, Estimate]) -> Verdict:
-    """N5: across layers and random initialisations, AT pairs have higher STIR.
-
-    Quantity per (architecture, layer): AT pairs' STIR minus vanilla pairs' (Welch over
-    seed pairs). No paper number: :func:`count_rule` ("consistently"), where a difference
-    under 0.01 (a hundredth of STIR's scale, e.g. two pairs both at 0.999 on a first
-    layer) counts for neither side.
-    """
-    return count_rule(cells, what="AT - V STIR per architecture and layer", min_effect=0.01)
-
-
-def n6_losses(robust_spread: Estimate, seed_minus_loss: Estimate) -> Verdict:
-    """N6: TRADES, MART and PGD-AT models are about equally robust, yet share only a
-    moderate part of their invariances.
-
-    Quantities: (a) the spread (max - min, points) of the three losses' robust accuracy,
-    one value per seed: similar when its upper 95 % bound is <= 5 points (partly <= 10);
-    (b) STIR between AT seed pairs minus STIR between different losses of one seed
-    (Welch): changing the loss costs more shared invariance than changing the seed
-    (:func:`sign_rule`; the paper gives no number). Both needed.
-    """
-    return combine({
-        "similar robustness": at_most_rule(robust_spread, 5.0, 10.0,
-                                           what="robust-accuracy spread", digits=1, unit=" pts"),
-        "moderate STIR": sign_rule(seed_minus_loss, what="AT seed-pair STIR - cross-loss STIR"),
-    })
-
-
-def n7_updates(series: Sequence[Sequence[float]]) -> Verdict:
-    """N7: updating a model with more data raises STIR monotonically, with diminishing
-    returns.
-
-    ``series[s][k]``: STIR (both directions averaged) between the k-th model of seed s's
-    update chain and its update. (a) rise: last minus first (paired over seeds,
-    :func:`sign_rule`); (b) monotone: no step falls beyond noise; (c) diminishing: the
-    first step's change exceeds the last step's. *Reproduced*: all three; *partly*: (a)
-    without (b) or (c); *not reproduced*: no rise beyond noise.
-    """
-    a = np.asarray(series, float)
-    if a.ndim != 2 or a.shape[1] < 3:
-        raise ValueError(f"series: expected (seeds, >= 3 steps), got shape {a.shape}")
-    rise = over_seeds(a[:, -1] - a[:, 0])
-    steps = {f"step {k + 1}": over_seeds(a[:, k + 1] - a[:, k]) for k in range(a.shape[1] - 1)}
-    dim = over_seeds((a[:, 1] - a[:, 0]) - (a[:, -1] - a[:, -2]))
-    if not rise.measured:
-        return not_tested("one chain only: noise not measured")
-    up = rise.beyond_noise(+1)
-    monotone = not any(v.beyond_noise(-1) for v in steps.values())
-    diminishing = dim.beyond_noise(+1)
-    reason = (f"rise {rise.mean:+.3f}±{rise.half_width:.3f}, "
-              f"{'no step falls' if monotone else 'a step falls'} beyond noise, "
-              f"first minus last step {dim.mean:+.3f}±{dim.half_width:.3f}")
-    if up and monotone and diminishing:
-        return Verdict("reproduced", reason)
-    if up:
-        return Verdict("partly", reason)
-    return Verdict("not reproduced", reason)
-
-
 def majority_rule(cells: Mapping[str, Estimate], *, what: str, sign: int = +1) -> Verdict:
     """Judge "on most": *reproduced* when more than half the cells are beyond noise in the
     predicted direction and none the other way; *partly* when at least one is and more go
@@ -588,82 +373,3 @@ def majority_rule(cells: Mapping[str, Estimate], *, what: str, sign: int = +1) -
     if right and len(right) > len(wrong):
         return Verdict("partly", reason)
     return Verdict("not reproduced", reason)
-
-
-# Salman et al. 2020 -------------------------------------------------------------------
-def r1_robust_transfer(gains: Mapping[str, Estimate]) -> Verdict:
-    """R1: robust sources transfer better than standard ones on most downstream sets.
-
-    Quantity per task (one mode): test accuracy from the source at the best eps > 0
-    (chosen on validation) minus from the eps-0 source, paired by seed (points). Paper:
-    robust better on most of 12 sets (ResNet-50 fixed-feature CIFAR-10 +17.0 points).
-    :func:`majority_rule` over the tasks.
-    """
-    return majority_rule(gains, what="best robust - standard test accuracy")
-
-
-def r2_best_eps_differs(losses: Mapping[str, Estimate], best: Mapping[str, float]) -> Verdict:
-    """R2: the best eps depends on the downstream set.
-
-    ``best``: each task's best eps (validation); ``losses``: for each ordered pair of tasks
-    (A, B) whose best eps differ, A's test accuracy at its own best eps minus at B's,
-    paired by seed. *Reproduced*: some task loses beyond noise at another's best eps;
-    *partly*: the best eps differ but no loss is beyond noise; *not reproduced*: one best
-    eps for every task.
-    """
-    if len(set(best.values())) < 2:
-        return Verdict("not reproduced", "every task has the same best eps "
-                                         f"({next(iter(best.values())):g})")
-    beyond = [k for k, v in losses.items() if v.beyond_noise(+1)]
-    where = "best eps " + ", ".join(f"{t} {e:g}" for t, e in best.items())
-    if beyond:
-        return Verdict("reproduced", f"{where}; loss at another task's best eps beyond noise "
-                                     f"for {', '.join(beyond)}")
-    return Verdict("partly", f"{where}; no loss at another task's best eps is beyond noise")
-
-
-def r3_granularity(shifts: Mapping[str, Estimate], untestable: Sequence[str] = ()) -> Verdict:
-    """R3: downscaling a downstream set makes its best eps larger.
-
-    Quantity per task whose coarse copy differs from it: the best eps (per seed, on
-    validation) of the coarse copy minus that of the full-resolution task. Tasks whose
-    images the downscale does not change are left out (their copy is the same task).
-    :func:`majority_rule`; no testable task: not tested.
-    """
-    if not shifts:
-        return not_tested("no task whose images the downscale changes" +
-                          (f" ({', '.join(untestable)} unchanged)" if untestable else ""))
-    return majority_rule(shifts, what="best eps coarse - full")
-
-
-def r4_source_accuracy(fixed_eps: Estimate | None, across_eps: Estimate | None) -> Verdict:
-    """R4: at fixed eps, better source accuracy means better transfer; across eps the
-    linear relation between source and transfer accuracy breaks.
-
-    (a) ``fixed_eps``: Spearman correlation between source accuracy and transfer accuracy
-    across sources of the same eps (widths), per seed, averaged over tasks; positive beyond
-    noise. (b) ``across_eps``: the same across eps (one width); the relation breaks when it
-    is negative beyond noise (robust sources less accurate but transferring better). Each
-    by :func:`sign_rule`; None where the sources' accuracies do not differ (premise
-    absent: not tested).
-    """
-    parts = {}
-    parts["fixed eps"] = (not_tested("sources of one eps do not differ in accuracy")
-                          if fixed_eps is None else
-                          sign_rule(fixed_eps, what="Spearman, fixed eps", sign=+1))
-    parts["across eps"] = (not_tested("source accuracy does not change with eps")
-                           if across_eps is None else
-                           sign_rule(across_eps, what="Spearman, across eps", sign=-1))
-    out = combine(parts)
-    return Verdict(out.verdict, "; ".join(f"{k}: {v.reason}" for k, v in parts.items()))
-
-
-def r5_width(gain_growth: Mapping[str, Estimate] | None) -> Verdict:
-    """R5: the gains from robustness grow with network width.
-
-    Quantity per task: (robust - standard transfer accuracy) of the widest source minus
-    that of the narrowest, paired by seed. :func:`majority_rule`; one width: not tested.
-    """
-    if not gain_growth:
-        return not_tested("sources of one width only")
-    return majority_rule(gain_growth, what="robust gain, widest - narrowest")

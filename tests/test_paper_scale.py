@@ -47,10 +47,10 @@ def write_tiny_cifar10(root: Path) -> Path:
 
 
 def execute(name: str, tmp_path: Path, **params) -> subprocess.CompletedProcess:
-    """``python -m stir_lib.run execute --scale paper name -p key=value ...`` in tmp_path."""
+    """``python -m stir_lib.book.run execute --scale paper name -p key=value ...`` in tmp_path."""
     env = {**os.environ, "STIR_ROOT": str(ROOT), "STIR_BUILD": str(tmp_path / "build"),
            "STIR_RESULTS": str(tmp_path / "results"), "STIR_PROGRESS": "0"}
-    cmd = [sys.executable, "-m", "stir_lib.run", "execute", "--scale", "paper", name]
+    cmd = [sys.executable, "-m", "stir_lib.book.run", "execute", "--scale", "paper", name]
     for key, value in params.items():
         cmd += ["-p", f"{key}={value!r}"]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

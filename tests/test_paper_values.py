@@ -1,4 +1,4 @@
-"""The paper values in stir_lib.paper are those of PAPER_TARGETS.md, cell by cell.
+"""The paper values in the chapter modules (stir_lib.chapters.<chapter>) are those of PAPER_TARGETS.md, cell by cell.
 
 The project keeps a copy of PAPER_TARGETS.md as book/paper_targets.md (a fresh clone has
 no ../shared); where the shared original is present, the copy must equal it. Tables are
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stir_lib import paper
+from stir_lib.chapters import blind_spots as Z, lipschitz as L, stir as C, transfer as T
 
 ROOT = Path(__file__).resolve().parents[1]
 COPY = ROOT / "book" / "paper_targets.md"
@@ -69,24 +69,24 @@ def grid(rows: list[list[str]]) -> np.ndarray:
 
 def test_table1(parsed):
     t = parsed[0]
-    assert [r[0] for r in t[1:]] == list(paper.SZEGEDY_T1.index)
-    np.testing.assert_allclose(grid(t), paper.SZEGEDY_T1.to_numpy())
+    assert [r[0] for r in t[1:]] == list(Z.SZEGEDY_T1.index)
+    np.testing.assert_allclose(grid(t), Z.SZEGEDY_T1.to_numpy())
 
 
 def test_table2(parsed):
     t = parsed[1]
-    assert [r[0] for r in t[1:]] == list(paper.SZEGEDY_T2.index)
-    np.testing.assert_allclose(grid(t), paper.SZEGEDY_T2.to_numpy())
+    assert [r[0] for r in t[1:]] == list(Z.SZEGEDY_T2.index)
+    np.testing.assert_allclose(grid(t), Z.SZEGEDY_T2.to_numpy())
 
 
 def test_table3(parsed):
-    np.testing.assert_allclose(grid(parsed[2]), paper.SZEGEDY_T3.to_numpy())
+    np.testing.assert_allclose(grid(parsed[2]), Z.SZEGEDY_T3.to_numpy())
 
 
 def test_table4(parsed):
     t = parsed[3]
-    np.testing.assert_allclose(grid(t), paper.SZEGEDY_T4.to_numpy())
-    assert len(t) - 1 == len(paper.SZEGEDY_T4)
+    np.testing.assert_allclose(grid(t), Z.SZEGEDY_T4.to_numpy())
+    assert len(t) - 1 == len(Z.SZEGEDY_T4)
 
 
 def test_nanda_pair_table(parsed):
@@ -94,12 +94,12 @@ def test_nanda_pair_table(parsed):
     for row, kind in zip(t[1:], ("vanilla", "adversarial")):
         means = [number(c) for c in row[1:]]
         stds = [number(c.split("+-")[1]) for c in row[1:]]
-        ours = paper.NANDA_N1[kind]
+        ours = C.NANDA_N1[kind]
         assert [ours[k][0] for k in ("STIR(m1|m2)", "STIR(m2|m1)", "CKA")] == means
         assert [ours[k][1] for k in ("STIR(m1|m2)", "STIR(m2|m1)", "CKA")] == stds
 
 
-@pytest.mark.parametrize("index, frame", [(5, paper.NANDA_STIR), (6, paper.NANDA_CKA)])
+@pytest.mark.parametrize("index, frame", [(5, C.NANDA_STIR), (6, C.NANDA_CKA)])
 def test_nanda_matrices(parsed, index, frame):
     t = parsed[index]
     assert t[0][1:] == list(frame.columns)
@@ -110,13 +110,13 @@ def test_nanda_matrices(parsed, index, frame):
 def test_alexnet_bounds(text):
     m = re.search(r"AlexNet's bounds\s*\(v\):\s*(.*?)\(layer shapes", text, re.S)
     values = [float(v) for v in re.findall(r"(?:Conv\d|FC\d) (\d+(?:\.\d+)?)", m.group(1))]
-    assert values == list(paper.SZEGEDY_T5["upper bound"])
+    assert values == list(L.SZEGEDY_T5["upper bound"])
 
 
 def test_resnet50_top1(text):
     m = re.search(r"top-1 falls from (.*?)\.\n", text, re.S)
     pairs = re.findall(r"(\d+\.\d+) \((?:eps )?(\d+(?:\.\d+)?)\)", m.group(1))
-    assert {float(e): float(v) for v, e in pairs} == dict(paper.SALMAN_TOP1)
+    assert {float(e): float(v) for v, e in pairs} == dict(T.SALMAN_TOP1)
 
 
 def test_r1_headline(text):
@@ -124,8 +124,8 @@ def test_r1_headline(text):
     m = re.search(rf"CIFAR-10: {num} \(eps 0\) vs {num} / {num} \(eps 3\); "
                   rf"CIFAR-100: {num} vs {num}", text)
     a, b, c, d, e = map(float, m.groups())
-    assert paper.SALMAN_R1["cifar10"]["eps0"] == a and paper.SALMAN_R1["cifar10"]["robust"] == (b, c)
-    assert paper.SALMAN_R1["cifar100"]["eps0"] == d and paper.SALMAN_R1["cifar100"]["robust"] == (e,)
+    assert T.SALMAN_R1["cifar10"]["eps0"] == a and T.SALMAN_R1["cifar10"]["robust"] == (b, c)
+    assert T.SALMAN_R1["cifar100"]["eps0"] == d and T.SALMAN_R1["cifar100"]["robust"] == (e,)
 
 
 def test_best_transfer_table(text):
@@ -138,25 +138,25 @@ def test_best_transfer_table(text):
     seen = {}
     for name, full, fe, fixed, xe in rows:
         seen[names[name]] = [float(full), float(fe), float(fixed), float(xe)]
-    assert set(seen) == set(paper.SALMAN_BEST.index)
+    assert set(seen) == set(T.SALMAN_BEST.index)
     for task, values in seen.items():
-        assert list(paper.SALMAN_BEST.loc[task]) == values, task
+        assert list(T.SALMAN_BEST.loc[task]) == values, task
 
 
 def test_s6_text(text):
     m = re.search(r"test error below ([\d.]+) % \(([\d.]+) % with weight decay alone, about "
                   r"([\d.]+) % with dropout\)", text)
     below, wd, dropout = map(float, m.groups())
-    assert paper.SZEGEDY_S6 == {"weight decay": wd, "dropout": dropout, "adversarial (below)": below}
+    assert Z.SZEGEDY_S6 == {"weight decay": wd, "dropout": dropout, "adversarial (below)": below}
 
 
 def test_aggregates_are_computed_from_the_tables():
     # the median off-diagonal of Table 2 is 21.9 %, not the 21.1 % once typed in the book
-    assert np.median(paper.t2_off_diagonal()) == pytest.approx(21.9)
-    assert paper.t4_disjoint().tolist() == [43, 22, 27, 50]
-    assert paper.noise_error_increase() == pytest.approx(0.7)
-    eff = paper.nanda_n1_effects()
+    assert np.median(Z.t2_off_diagonal()) == pytest.approx(21.9)
+    assert Z.t4_disjoint().tolist() == [43, 22, 27, 50]
+    assert Z.noise_error_increase() == pytest.approx(0.7)
+    eff = C.nanda_n1_effects()
     assert eff["cka_minus_stir"] == pytest.approx(0.967 - 0.5835)
     assert eff["at_minus_vanilla"] == pytest.approx(0.9365 - 0.5835)
-    blocks = paper.nanda_blocks()
+    blocks = C.nanda_blocks()
     assert len(blocks["AT"]) == 12 and len(blocks["V"]) == 12  # 4 architectures: 12 cross cells

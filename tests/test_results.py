@@ -1,4 +1,4 @@
-"""Tests for stir_lib.results: claims are validated, scorecards round-trip, scales resolve."""
+"""Tests for stir_lib.results: claims are validated, scorecards round-trip."""
 
 from __future__ import annotations
 
@@ -7,16 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from stir_lib.results import VERDICTS, Claim, Scorecard, choose_scale, load_all, results_dir
+from stir_lib.results import VERDICTS, Claim, Scorecard, load_all, results_dir
 
 ROW = dict(claim="S2", quantity="mean RMS distortion, FC10(1e-4)", paper="0.062",
            ours="0.058", verdict="reproduced", reason="within 10% of the paper",
            source="Table 1", noise="95% interval over 3 seeds")
-
-PRESETS = {"smoke": {"n": 10, "epochs": 1, "name": "fc10"},
-           "ci": {"n": 300, "epochs": 20, "name": "fc10"},
-           "paper": {"n": 10000, "epochs": 60, "name": "fc10"}}
-
 
 @pytest.fixture
 def results(tmp_path, monkeypatch):
@@ -100,26 +95,3 @@ def test_save_overwrites(results):
 
 def test_load_all_empty_folder(tmp_path):
     assert load_all(tmp_path) == []
-
-
-def test_choose_scale_preset_and_overrides():
-    assert choose_scale("ci", PRESETS) == PRESETS["ci"]
-    got = choose_scale("smoke", PRESETS, n=50, epochs=None)
-    assert got == {"n": 50, "epochs": 1, "name": "fc10"}  # None keeps the preset
-    assert PRESETS["smoke"]["n"] == 10  # the presets themselves are not modified
-    assert choose_scale("paper", PRESETS, name="fc100-100-10")["name"] == "fc100-100-10"
-    assert choose_scale("ci", PRESETS, n=0)["n"] == 0  # falsy but not None: applied
-
-
-def test_choose_scale_rejects_unknown_scale():
-    with pytest.raises(ValueError, match="scale: expected one of") as err:
-        choose_scale("huge", PRESETS)
-    assert "'smoke'" in str(err.value) and "'huge'" in str(err.value)
-
-
-def test_choose_scale_rejects_unknown_override():
-    with pytest.raises(ValueError, match="override 'n_atack'") as err:
-        choose_scale("ci", PRESETS, n_atack=5)
-    assert "['epochs', 'n', 'name']" in str(err.value)
-    with pytest.raises(ValueError, match="override"):
-        choose_scale("ci", PRESETS, n_atack=None)  # a typo is an error even when unset

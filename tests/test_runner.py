@@ -1,4 +1,4 @@
-"""Tests for stir_lib.run on a throw-away book: _toc.yml order, -p parsing, failures that
+"""Tests for stir_lib.book.run on a throw-away book: _toc.yml order, -p parsing, failures that
 name the notebook and the cell, and what a good run leaves behind.
 
 Each papermill run starts a kernel (a few seconds), so the failing and the passing book
@@ -14,8 +14,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from stir_lib import run
-from stir_lib.run import main, parse_overrides, toc_notebooks
+from stir_lib import paths
+from stir_lib.book import run
+from stir_lib.book.run import main, parse_overrides
+from stir_lib.paths import toc_notebooks
 
 HEADER = """\
 ---
@@ -180,10 +182,10 @@ def test_build_dir_and_repo_root_honour_env(tmp_path, monkeypatch):
     make_book(tmp_path)
     monkeypatch.setenv("STIR_ROOT", str(tmp_path))
     monkeypatch.delenv("STIR_BUILD", raising=False)
-    assert run.repo_root() == tmp_path.resolve()
-    assert run.build_dir(tmp_path) == tmp_path / "_build"
+    assert paths.repo_root() == tmp_path.resolve()
+    assert paths.build_dir(tmp_path) == tmp_path / "_build"
     monkeypatch.setenv("STIR_BUILD", str(tmp_path / "elsewhere"))
-    assert run.build_dir(tmp_path) == (tmp_path / "elsewhere").resolve()
+    assert paths.build_dir(tmp_path) == (tmp_path / "elsewhere").resolve()
 
 
 # ----------------------------------------------------------------------------- with a kernel
@@ -267,3 +269,60 @@ def test_good_notebook_timings(good_run):
 def test_environment_restored_after_execute(good_run):
     *_, env_after = good_run
     assert env_after["MPLBACKEND"] == "Agg"  # popped for the kernel, put back afterwards
+
+
+def test_unknown_parameter_is_an_error_naming_the_notebooks_parameters(good_run):
+    """A typo in -p (n_imagez for n) stops the run before anything executes, and the
+    message quotes the notebook's parameters cell."""
+    root, build, results, _ = good_run
+    with pytest.MonkeyPatch.context() as mp:
+        point_at(mp, root, build, results)
+        with pytest.raises(SystemExit) as err:
+            main(["execute", "--scale", "smoke", "good", "-p", "n_imagez=7"])
+    msg = str(err.value)
+    assert "good: unknown parameter(s) ['n_imagez']" in msg
+    assert 'scale = "ci"  # the scale' in msg and "n = 1         # an overridable number" in msg
+
+
+def test_parameters_are_checked_against_the_real_notebooks():
+    from stir_lib.book.run import check_parameters, notebook_parameters
+    import jupytext
+
+    root = Path(__file__).resolve().parents[1]
+    declared = notebook_parameters(jupytext.read(root / "notebooks" / "transfer.md"))
+    assert {"scale", "device", "overrides"} <= set(declared)
+    check_parameters("transfer", declared, {"scale": "smoke", "overrides": {"coarse": 12}}, "smoke")
+    with pytest.raises(SystemExit, match=r"overrides \['coars'\] are not settings of the 'smoke' "
+                                         r"preset \(stir_lib.chapters.transfer.PRESETS\)"):
+        check_parameters("transfer", declared, {"scale": "smoke", "overrides": {"coars": 12}},
+                         "smoke")
+    with pytest.raises(SystemExit, match="overrides: expected a dict"):
+        check_parameters("transfer", declared, {"scale": "smoke", "overrides": "coarse=12"}, "smoke")
+    summary = notebook_parameters(jupytext.read(root / "notebooks" / "scorecard.md"))
+    assert list(summary) == ["scale"]     # a summary page takes the scale, nothing else
+
+
+def test_each_executed_page_says_what_built_it(good_run):
+    _, build, _, _ = good_run
+    nb = nbformat.read(build / "executed" / "notebooks" / "good.ipynb", as_version=4)
+    stamps = [i for i, c in enumerate(nb.cells) if "build-stamp" in c.metadata.get("tags", [])]
+    assert len(stamps) == 1
+    first_md = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
+    assert stamps[0] == first_md + 1 and nb.cells[first_md].source.startswith("# A notebook")
+    text = nb.cells[stamps[0]].source
+    assert 'class="build-stamp"' in text and "scale <b>smoke</b>" in text
+    assert "CPU (" in text or "cuda" in text
+    assert 'href="good.ipynb" download' in text and "source</a>" not in text   # no url set
+
+
+def test_stamp_links_to_the_source_only_when_a_repository_is_set():
+    from stir_lib.book.run import stamp_html
+
+    args = dict(name="transfer", scale="ci", device="CPU (x86_64, 2 cores)", branch="main",
+                when="2026-12-06 10:00 UTC")
+    bare = stamp_html(commit="a" * 40, dirty=False, url="", **args)
+    assert "source</a>" not in bare and "commit <code>aaaaaaaaaa</code>" in bare
+    linked = stamp_html(commit="a" * 40, dirty=False, url="https://github.com/o/r", **args)
+    assert f'href="https://github.com/o/r/blob/{"a" * 40}/notebooks/transfer.md"' in linked
+    dirty = stamp_html(commit="a" * 40, dirty=True, url="https://github.com/o/r", **args)
+    assert "/blob/main/notebooks/transfer.md" in dirty and "uncommitted changes" in dirty

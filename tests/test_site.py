@@ -1,4 +1,4 @@
-"""Tests for stir_lib.site: the browser check on a tiny hand-written site (one good page,
+"""Tests for stir_lib.book (check, mathjax, site): the browser check on a tiny hand-written site (one good page,
 one page broken on purpose per problem the check must name), the link and math rules on
 their own, the pinned MathJax's digest check, and that _config.yml points where the
 module installs MathJax.
@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stir_lib import site
-from stir_lib.run import toc_notebooks
+from stir_lib import paths
+from stir_lib.book import check, mathjax, site
+from stir_lib.paths import toc_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_chromium = pytest.mark.skipif(not site.CHROMIUM.exists(),
-                                    reason=f"no {site.CHROMIUM}; run make setup")
+needs_chromium = pytest.mark.skipif(not check.CHROMIUM.exists(),
+                                    reason=f"no {check.CHROMIUM}; run make setup")
 
 WIDE_CELL = "a-long-unbreakable-cell-" * 12
 
@@ -115,8 +116,8 @@ def _write_site(folder: Path, with_mathjax: bool = False) -> list[str]:
         (folder / f"{name}.html").write_text(html)
         names.append(name)
     if with_mathjax:
-        site.install_mathjax(folder)  # -> folder/book/_static/mathjax
-        src = f"{site.STATIC_DIR}/{site.MATHJAX_STATIC}/{site.MATHJAX_ENTRY}"
+        mathjax.install_mathjax(folder)  # -> folder/book/_static/mathjax
+        src = f"{mathjax.STATIC_DIR}/{mathjax.MATHJAX_STATIC}/{mathjax.MATHJAX_ENTRY}"
         (folder / "math.html").write_text(_page(
             '<p>Inline \\(x^2 + y^2\\) and display</p><p>\\[ \\sum_i a_i \\]</p>',
             head=f'<script defer src="{src}"></script>'))
@@ -127,11 +128,11 @@ def _write_site(folder: Path, with_mathjax: bool = False) -> list[str]:
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
     folder = tmp_path_factory.mktemp("site")
-    home = site.mathjax_home()
-    with_mathjax = (home / site._MARKER).is_file()
+    home = mathjax.mathjax_home()
+    with_mathjax = (home / mathjax._MARKER).is_file()
     names = _write_site(folder, with_mathjax)
     shots = folder.parent / "shots"
-    return {r.page: r for r in site.check_site(folder, names, screenshots=shots,
+    return {r.page: r for r in check.check_site(folder, names, screenshots=shots,
                                                mathjax_timeout_s=1.0)}
 
 
@@ -177,9 +178,21 @@ def test_mathjax_from_the_site_typesets(reports):
 @needs_chromium
 def test_a_missing_page_is_a_problem_not_a_crash(tmp_path):
     (tmp_path / "a.html").write_text(_page("<p>a</p>"))
-    reports = site.check_site(tmp_path, ["a", "book/absent"])
+    reports = check.check_site(tmp_path, ["a", "book/absent"])
     assert reports[0].problems == []
     assert "no page book/absent.html" in reports[1].problems[0]
+
+
+@needs_chromium
+def test_a_chapter_page_without_its_build_stamp_fails(tmp_path):
+    stamp = '<div class="build-stamp">Built from commit <code>abc</code> on today</div>'
+    (tmp_path / "stamped.html").write_text(_page(f"<h1>A</h1>{stamp}<p>a</p>"))
+    (tmp_path / "bare.html").write_text(_page("<h1>B</h1><p>b</p>"))
+    reports = check.check_site(tmp_path, ["stamped", "bare"], stamped=["stamped", "bare"])
+    assert reports[0].problems == []
+    assert reports[1].problems and "no build stamp" in reports[1].problems[0]
+    # a page not required to carry one (the front page) passes without it
+    assert check.check_site(tmp_path, ["bare"])[0].problems == []
 
 
 # ----------------------------------------------------------------------- without a browser
@@ -193,14 +206,14 @@ def test_external_assets_are_fetches_not_links():
         <script src="//cdn.example.org/b.js"></script><script src="_static/c.js"></script>
         <img src="d.png" srcset="e.png 1x, https://img.example.org/f.png 2x">
         <iframe src="http://127.0.0.1:8000/local.html"></iframe>"""
-    assert site.external_assets(markup) == ["https://cdn.example.org/a.css",
+    assert check.external_assets(markup) == ["https://cdn.example.org/a.css",
                                             "//cdn.example.org/b.js",
                                             "https://img.example.org/f.png"]
 
 
 def test_unrendered_math_ignores_single_dollars():
-    assert site.unrendered_math(["costs 5 $ or 6 $", "typeset"]) == []
-    found = site.unrendered_math(["before \\[ x \\] after", "and \\(y\\)"])
+    assert check.unrendered_math(["costs 5 $ or 6 $", "typeset"]) == []
+    found = check.unrendered_math(["before \\[ x \\] after", "and \\(y\\)"])
     assert len(found) == 2 and found[0].startswith("unrendered math \\[ in: ...before")
 
 
@@ -209,14 +222,14 @@ def test_broken_links_on_disk(tmp_path):
     base = "http://127.0.0.1:1/"
     ok = [base + "a.html", base + "a.html#top", base + "a.html#old", base + "a.html#",
           "https://example.org/a.html#nothing", "mailto:x@example.org"]
-    assert site.broken_links(tmp_path, base, ok) == []
-    bad = site.broken_links(tmp_path, base, [base + "b.html", base + "a.html#none"])
+    assert check.broken_links(tmp_path, base, ok) == []
+    bad = check.broken_links(tmp_path, base, [base + "b.html", base + "a.html#none"])
     assert bad == ["broken link b.html: no file b.html",
                    "broken link a.html#none: no id 'none' on a.html"]
 
 
 def test_toc_pages_are_the_books_pages_in_order():
-    pages = site.toc_pages(ROOT)
+    pages = paths.toc_pages(ROOT)
     assert pages[0] == yaml.safe_load((ROOT / "_toc.yml").read_text())["root"]
     assert [p.split("/", 1)[1] for p in pages if p.startswith("notebooks/")] \
         == toc_notebooks(ROOT)
@@ -225,16 +238,16 @@ def test_toc_pages_are_the_books_pages_in_order():
 
 def test_config_loads_mathjax_and_css_from_where_the_site_puts_them():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]["config"]
-    assert config["mathjax_path"] == f"{site.MATHJAX_STATIC}/{site.MATHJAX_ENTRY}"
-    assert config["html_static_path"] == [site.STATIC_DIR]
+    assert config["mathjax_path"] == f"{mathjax.MATHJAX_STATIC}/{mathjax.MATHJAX_ENTRY}"
+    assert config["html_static_path"] == [mathjax.STATIC_DIR]
     for css in config["html_css_files"]:
-        assert (ROOT / site.STATIC_DIR / css).is_file()
+        assert (ROOT / mathjax.STATIC_DIR / css).is_file()
     assert "sphinx_thebe" not in config["extensions"]
 
 
 def _fake_mathjax(path: Path, entry: bytes = b"/* mathjax */") -> str:
     """A tarball laid out like the npm package (plus a file the book does not need)."""
-    files = {f"package/es5/{site.MATHJAX_ENTRY}": entry,
+    files = {f"package/es5/{mathjax.MATHJAX_ENTRY}": entry,
              "package/es5/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff": b"font",
              "package/es5/mml-svg.js": b"not needed",
              "package/LICENSE": b"Apache-2.0"}
@@ -243,61 +256,61 @@ def _fake_mathjax(path: Path, entry: bytes = b"/* mathjax */") -> str:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    return site.sha256_of(path)
+    return paths.sha256_file(path)
 
 
 def test_mathjax_extract_takes_only_what_the_book_loads(tmp_path):
     tarball = tmp_path / "mathjax.tgz"
     digest = _fake_mathjax(tarball)
-    dest = site.extract_mathjax(tarball, tmp_path / "mj", sha256=digest)
+    dest = mathjax.extract_mathjax(tarball, tmp_path / "mj", sha256=digest)
     got = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
-    assert got == [site._MARKER, "LICENSE", "output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff",
-                   site.MATHJAX_ENTRY]
-    assert (dest / site._MARKER).read_text().strip() == digest
+    assert got == [mathjax._MARKER, "LICENSE", "output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff",
+                   mathjax.MATHJAX_ENTRY]
+    assert (dest / mathjax._MARKER).read_text().strip() == digest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mathjax.tgz", "mj"]  # no leftovers
 
 
 def test_ensure_mathjax_fetches_only_when_the_install_is_not_the_pinned_one(tmp_path,
                                                                            monkeypatch):
     fetched = []
-    monkeypatch.setattr(site, "fetch_mathjax", lambda dest: fetched.append(dest) or dest)
+    monkeypatch.setattr(mathjax, "fetch_mathjax", lambda dest: fetched.append(dest) or dest)
     home = tmp_path / "mj"
     home.mkdir()
-    assert site.ensure_mathjax(home) == home and fetched == [home]  # no marker: partial
-    (home / site._MARKER).write_text("0" * 64 + "\n")
-    site.ensure_mathjax(home)
+    assert mathjax.ensure_mathjax(home) == home and fetched == [home]  # no marker: partial
+    (home / mathjax._MARKER).write_text("0" * 64 + "\n")
+    mathjax.ensure_mathjax(home)
     assert fetched == [home, home]  # another release's marker
-    (home / site._MARKER).write_text(site.MATHJAX_SHA256 + "\n")
-    assert site.ensure_mathjax(home) == home and len(fetched) == 2
+    (home / mathjax._MARKER).write_text(mathjax.MATHJAX_SHA256 + "\n")
+    assert mathjax.ensure_mathjax(home) == home and len(fetched) == 2
 
 
 def test_mathjax_with_the_wrong_digest_is_refused_and_not_used(tmp_path):
     good = tmp_path / "good.tgz"
-    dest = site.extract_mathjax(good, tmp_path / "mj", sha256=_fake_mathjax(good))
-    before = (dest / site.MATHJAX_ENTRY).read_bytes()
+    dest = mathjax.extract_mathjax(good, tmp_path / "mj", sha256=_fake_mathjax(good))
+    before = (dest / mathjax.MATHJAX_ENTRY).read_bytes()
     corrupt = tmp_path / "corrupt.tgz"
     _fake_mathjax(corrupt, entry=b"/* tampered */")
     with pytest.raises(ValueError, match=r"expected SHA-256 .* got .*; the download is "
                                          r"corrupt"):
-        site.extract_mathjax(corrupt, dest, sha256=site.sha256_of(good))
-    assert (dest / site.MATHJAX_ENTRY).read_bytes() == before
+        mathjax.extract_mathjax(corrupt, dest, sha256=paths.sha256_file(good))
+    assert (dest / mathjax.MATHJAX_ENTRY).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.tgz", "good.tgz", "mj"]
-    with pytest.raises(ValueError, match="expected SHA-256 " + site.MATHJAX_SHA256):
-        site.verify_tarball(corrupt)
+    with pytest.raises(ValueError, match="expected SHA-256 " + mathjax.MATHJAX_SHA256):
+        mathjax.verify_tarball(corrupt)
 
 
 def test_installed_mathjax_is_the_pinned_release():
-    home = site.mathjax_home()
-    if not (home / site._MARKER).is_file():
+    home = mathjax.mathjax_home()
+    if not (home / mathjax._MARKER).is_file():
         pytest.skip("MathJax is not installed in this environment; run make setup")
-    assert (home / site._MARKER).read_text().strip() == site.MATHJAX_SHA256
-    assert (home / site.MATHJAX_ENTRY).stat().st_size > 1_000_000
+    assert (home / mathjax._MARKER).read_text().strip() == mathjax.MATHJAX_SHA256
+    assert (home / mathjax.MATHJAX_ENTRY).stat().st_size > 1_000_000
     assert list((home / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
 
 
 @needs_chromium
 def test_cli_checks_the_pages_of_the_toc_and_exits_1_naming_the_problem(tmp_path, capsys):
-    pages = site.toc_pages(ROOT)
+    pages = paths.toc_pages(ROOT)
     for name in pages:
         (tmp_path / f"{name}.html").parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f"{name}.html").write_text(_page(f"<h1>{name}</h1>"))

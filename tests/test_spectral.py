@@ -413,4 +413,4 @@ def test_register_lipschitz_extends_dispatch():
         assert operator_norm(Double(), (3,)) == 2.0
         assert product_bound(layer_table(nn.Sequential(Double(), nn.Linear(3, 1)), (3,))) > 0
     finally:
-        spectral._HANDLERS.pop(Double)
+        spectral.layers._HANDLERS.pop(Double)

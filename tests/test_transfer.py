@@ -17,15 +17,16 @@ import torch
 import torchvision.models as tv_models
 from torch import nn
 
-from stir_lib import data, transfer
+from stir_lib import data
+from stir_lib.transfer import heads
 from stir_lib.attacks import accuracy, pgd
 from stir_lib.data import DatasetNotFoundError, subset
 from stir_lib.models import (IMAGENET_MEAN, ImageModel, create_model, imagenet_resnet,
                              wrap_torchvision_resnet)
 from stir_lib.training import TrainConfig, train
-from stir_lib.transfer import (PAPER_HPARAMS, Task, check_checkpoints, class_task, downscale_changes,
-                               downscaled, fine_tune, fixed_feature, load_robustness_checkpoint,
-                               paper_task)
+from stir_lib.checkpoints import check_checkpoints, load_robustness_checkpoint
+from stir_lib.transfer import (PAPER_HPARAMS, Task, TransferHparams, class_task, downscale_changes,
+                               downscaled, fine_tune, fixed_feature, paper_task)
 
 FAST = dict(lrs=(0.1, 0.01), epochs=2, batch_size=16, lr_step=None, use_cache=False)
 
@@ -111,7 +112,7 @@ def test_transfer_results_are_cached(tiny_task, fresh_cache, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("trained again although the result is cached")
 
-    monkeypatch.setattr(transfer, "_fit", no_training)
+    monkeypatch.setattr(heads, "_fit", no_training)
     again = fixed_feature(source, tiny_task, **{**FAST, "use_cache": True})
     assert again.key == first.key and again.test_acc == first.test_acc
     assert same_state(state_copy(again.model), state_copy(first.model))
@@ -144,13 +145,13 @@ def test_fixed_feature_trains_on_eval_mode_features(bn_source, tiny_task, monkey
     """The head sees the penultimate features with BatchNorm's running statistics (eval
     mode), i.e. exactly what the transferred model computes at test time."""
     seen = []
-    fit = transfer._fit
+    fit = heads._fit
 
     def spy(module, x, *args, **kwargs):
         seen.append(x.clone())
         return fit(module, x, *args, **kwargs)
 
-    monkeypatch.setattr(transfer, "_fit", spy)
+    monkeypatch.setattr(heads, "_fit", spy)
     fixed_feature(bn_source, tiny_task, **FAST)
     with torch.no_grad():
         want = bn_source.eval().embed(tiny_task.x_train)
@@ -370,7 +371,7 @@ def test_class_task_bad_arguments():
         class_task("t", "mnist", n_train=10, per_class=2)
     with pytest.raises(ValueError, match="fewer than"):
         class_task("t", "mnist", (0, 1), per_class=6000, n_val=10)
-    with pytest.raises(ValueError, match="expected 'mnist' or 'fashion-mnist'"):
+    with pytest.raises(ValueError, match=r"dataset: expected one of \['mnist', 'fashion-mnist'\]"):
         class_task("t", "cifar", n_train=10)
     with pytest.raises(ValueError, match="classes: expected at least two distinct"):
         class_task("t", "mnist", (5, 5), n_train=10)
@@ -426,10 +427,18 @@ def test_paper_task_image_folders(tmp_path):
 
 
 def test_paper_hparams_are_the_papers():
-    assert dict(PAPER_HPARAMS) == dict(lrs=(0.01, 0.001), epochs=150, batch_size=64, momentum=0.9,
-                                       weight_decay=5e-4, lr_step=50)
-    with pytest.raises(TypeError):
-        PAPER_HPARAMS["epochs"] = 1  # read-only
+    assert PAPER_HPARAMS.as_dict() == dict(lrs=(0.01, 0.001), epochs=150, batch_size=64,
+                                           momentum=0.9, weight_decay=5e-4, lr_step=50, seed=0,
+                                           augment=False)
+    with pytest.raises(AttributeError):
+        PAPER_HPARAMS.epochs = 1  # read-only (frozen)
+
+
+def test_hparams_overrides_and_typos():
+    hp = TransferHparams.of(PAPER_HPARAMS, epochs=3, lrs=[0.5])
+    assert hp.epochs == 3 and hp.lrs == (0.5,) and hp.lr_step == 50   # the rest is the paper's
+    with pytest.raises(TypeError, match=r"unknown transfer hyper-parameter\(s\) \['epoch'\]"):
+        TransferHparams.of(epoch=3)
 
 
 # ----------------------------------------------------------------------------- bad inputs
@@ -473,7 +482,7 @@ def test_task_validates_its_splits():
 
 
 def test_paper_augmentation_crops_flips_and_is_seeded(tiny_task):
-    aug = transfer._augmenter(28)
+    aug = heads._augmenter(28)
     xb = tiny_task.x_train[:8]
     torch.manual_seed(0)
     a = aug(xb)

@@ -1,10 +1,20 @@
-"""The experiments of the book's chapters, as data: presets per scale and the plans of jobs.
+"""The chapters of the book: each is a notebook under ``notebooks/`` plus one module here.
 
-A notebook holds the questions, the evidence and the verdicts; the settings of each
-scale and the list of models, inversions and transfers a chapter needs live here, so
-that ``python -m stir_lib.run plan`` / ``warm`` and the notebook read the same
-definitions (:mod:`stir_lib.jobs`). ``PLANS`` maps a chapter name to its ``plan``
-function ``plan(scale, **parameters) -> list[job]``.
+A notebook holds the question, the evidence and the verdicts; its module holds everything
+else the chapter needs: the presets of every scale (``PRESETS``, ``settings``), the models
+and data it builds, its plan of jobs where it has one, its helpers, the paper's numbers it
+compares with and its claim rules (built on :mod:`stir_lib.verdicts`):
+
+* :mod:`.blind_spots`: Szegedy et al. 2014, Tables 1-4 and section 4.2 (S2-S6);
+* :mod:`.units`: Szegedy et al. 2014, section 3 (S1);
+* :mod:`.lipschitz`: Szegedy et al. 2014, section 4.3 and Table 5 (S7);
+* :mod:`.stir`: Nanda et al. 2022 (N1-N7), three notebooks sharing one zoo;
+* :mod:`.transfer`: Salman et al. 2020 (R1-R5).
+
+``PLANS`` maps a chapter with cache entries worth computing ahead (``python -m
+stir_lib.book.run plan`` / ``warm``) to its ``plan(scale, **parameters) -> list[job]``;
+``NOTEBOOKS`` lists the notebooks each plan covers; ``NOTEBOOK_MODULE`` names every
+notebook's module.
 """
 
 from __future__ import annotations
@@ -15,5 +25,9 @@ from . import transfer as _transfer
 PLANS = {"stir": _stir.plan, "transfer": _transfer.plan}
 # the notebooks each plan covers (for `run plan stir_pairs` and the tests)
 NOTEBOOKS = {"stir": ("stir_pairs", "stir_layers", "stir_losses"), "transfer": ("transfer",)}
+# notebook -> its chapter module under stir_lib/chapters/
+NOTEBOOK_MODULE = {"blind_spots": "blind_spots", "units_vs_random": "units",
+                   "lipschitz": "lipschitz", "stir_pairs": "stir", "stir_layers": "stir",
+                   "stir_losses": "stir", "transfer": "transfer"}
 
-__all__ = ["PLANS", "NOTEBOOKS"]
+__all__ = ["PLANS", "NOTEBOOKS", "NOTEBOOK_MODULE"]

@@ -1,4 +1,5 @@
-"""The STIR chapters (Nanda et al. 2022): the zoo, its recipes per scale, and the plan.
+"""The STIR chapters (Nanda et al. 2022): the zoo, its recipes per scale, the plan, the
+paper's numbers and the claim rules N1-N7.
 
 Three notebooks share one zoo through the cache: ``stir_pairs`` (N1-N3: seed pairs, the
 controls, training length, matrices across architectures), ``stir_layers`` (N4-N5) and
@@ -21,13 +22,27 @@ ASSUMPTION there are our choices where the paper and its code are silent).
 
 from __future__ import annotations
 
-from ..jobs import Data, Invert, Snapshot, Train
-from ..results import choose_scale
-from ..training import TrainConfig
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
-__all__ = ["PRESETS", "settings", "zoo", "name", "parse", "stir_images", "plan",
+import numpy as np
+import pandas as pd
+
+from ..jobs import Data, Invert, Snapshot, Train
+from ..models import resolve_device
+from ..results import Scorecard
+from ..scales import choose_scale
+from ..training import TrainConfig
+from ..verdicts import (Estimate, Verdict, at_most_rule, combine, count_rule, effect_rule,
+                        not_tested, over_seeds, paired, sign_rule, welch)
+
+__all__ = ["PRESETS", "settings", "start", "zoo", "name", "parse", "stir_images", "plan",
            "matrix_jobs", "layer_jobs", "length_jobs", "loss_models", "update_chain",
-           "update_jobs", "ARCH_LABELS"]
+           "update_jobs", "ARCH_LABELS", "NANDA_N1", "NANDA_NAMES", "NANDA_STIR", "NANDA_CKA",
+           "nanda_n1_effects", "nanda_blocks", "SOURCES", "n1_seed_pairs",
+           "n2_adversarial_blocks", "n3_residual_reference", "n4_layers", "n5_at_higher",
+           "n6_losses", "n7_updates", "train_data", "recipe", "build", "accuracy_table",
+           "seed_pairs", "pair_rows", "block_means", "representation_dim"]
 
 ARCH_LABELS = {"mlp": "MLP 784-256-128", "conv": "strided conv net", "res": "residual conv net",
                "r18": "ResNet18", "r34": "ResNet34", "v16": "VGG16", "v19": "VGG19"}
@@ -117,6 +132,15 @@ def settings(scale: str, **overrides) -> dict:
         raise ValueError(f"losses_arch {S['losses_arch']!r}: expected one of the zoo's "
                          f"architectures {list(S['archs'])}")
     return S
+
+
+def start(notebook: str, scale: str, *, device="auto", data_root=None, verify_data: bool = True,
+          overrides: dict | None = None):
+    """What every STIR notebook does first, from its parameters: the scale's settings, the
+    device (resolved here, once) and the notebook's empty scorecard; ``(S, device, card)``."""
+    S = settings(scale, **({"data_root": data_root} if data_root else {}),
+                 verify_data=verify_data, **(overrides or {}))
+    return S, resolve_device(device), Scorecard(notebook, scale)
 
 
 def train_data(S) -> Data:
@@ -320,3 +344,203 @@ def representation_dim(model, X, layer: str) -> int:
     """The dimension of ``layer``'s (flattened) representation."""
     from ..inversion import representation
     return int(representation(model, X[:2], layer).shape[1])
+
+
+# ----------------------------------------------------------------------------- the paper's numbers
+# Nanda, Speicher, Kolling, Dickerson, Gummadi & Weller (2022), ICML. Checked against
+# book/paper_targets.md by tests/test_paper_values.py.
+#: The table of two CIFAR-10 ResNet18s differing only in initial weights: (mean, std).
+NANDA_N1 = MappingProxyType({
+    "vanilla": {"STIR(m1|m2)": (0.605, 0.013), "STIR(m2|m1)": (0.562, 0.023),
+                "CKA": (0.967, 0.000)},
+    "adversarial": {"STIR(m1|m2)": (0.934, 0.003), "STIR(m2|m1)": (0.939, 0.002),
+                    "CKA": (0.937, 0.000)},
+})
+
+NANDA_NAMES = ["AT-r18", "AT-r34", "AT-v16", "AT-v19", "V-r18", "V-r34", "V-v16", "V-v19"]
+#: STIR matrix from the poster (CIFAR-10), rows reordered to match the columns; the poster
+#: does not say which of row and column is the reference (the book reads rows).
+NANDA_STIR = pd.DataFrame([
+    [1.00, 0.94, 0.93, 0.92, 0.51, 0.52, 0.52, 0.56],
+    [0.94, 1.00, 0.93, 0.92, 0.56, 0.58, 0.55, 0.56],
+    [0.85, 0.82, 1.00, 0.82, 0.39, 0.41, 0.36, 0.35],
+    [0.78, 0.78, 0.84, 1.00, 0.41, 0.39, 0.35, 0.39],
+    [0.38, 0.41, 0.29, 0.29, 1.00, 0.68, 0.43, 0.42],
+    [0.44, 0.36, 0.28, 0.28, 0.60, 1.00, 0.43, 0.34],
+    [0.38, 0.26, 0.30, 0.28, 0.41, 0.34, 1.00, 0.38],
+    [0.32, 0.26, 0.21, 0.14, 0.43, 0.35, 0.41, 1.00]],
+    index=pd.Index(NANDA_NAMES, name="reference (row)"),
+    columns=pd.Index(NANDA_NAMES, name="scored by"))
+#: CKA matrix from the poster (CIFAR-10).
+NANDA_CKA = pd.DataFrame([
+    [1.00, 0.94, 0.92, 0.84, 0.55, 0.56, 0.54, 0.55],
+    [0.94, 1.00, 0.90, 0.84, 0.56, 0.57, 0.55, 0.55],
+    [0.92, 0.90, 1.00, 0.86, 0.54, 0.55, 0.54, 0.54],
+    [0.84, 0.84, 0.86, 1.00, 0.58, 0.58, 0.58, 0.61],
+    [0.55, 0.56, 0.54, 0.58, 1.00, 0.95, 0.94, 0.88],
+    [0.56, 0.57, 0.55, 0.58, 0.95, 1.00, 0.94, 0.89],
+    [0.54, 0.55, 0.54, 0.58, 0.94, 0.94, 1.00, 0.90],
+    [0.55, 0.55, 0.54, 0.61, 0.88, 0.89, 0.90, 1.00]],
+    index=pd.Index(NANDA_NAMES, name="row"), columns=pd.Index(NANDA_NAMES, name="column"))
+
+
+def nanda_n1_effects() -> dict:
+    """The paper's N1 effects from its pair table: vanilla CKA minus vanilla STIR (mean of
+    both directions) and AT STIR minus vanilla STIR (means of both directions)."""
+    v, a = NANDA_N1["vanilla"], NANDA_N1["adversarial"]
+    v_stir = (v["STIR(m1|m2)"][0] + v["STIR(m2|m1)"][0]) / 2
+    a_stir = (a["STIR(m1|m2)"][0] + a["STIR(m2|m1)"][0]) / 2
+    return {"cka_minus_stir": v["CKA"][0] - v_stir, "at_minus_vanilla": a_stir - v_stir}
+
+
+def nanda_blocks(frame: pd.DataFrame | None = None) -> dict:
+    """Cross-architecture entries of the poster's STIR matrix by block, and row groups.
+
+    Returns the AT and V blocks' entries between *different* architectures, and for N3
+    the mean cross-architecture entry of each block's residual rows (r18, r34) and of its
+    other rows.
+    """
+    frame = NANDA_STIR if frame is None else frame
+    out = {}
+    for kind in ("AT", "V"):
+        names = [n for n in frame.index if n.startswith(kind + "-")]
+        cells = [(a, b, float(frame.loc[a, b])) for a in names for b in names
+                 if a.split("-")[1] != b.split("-")[1]]
+        out[kind] = np.array([v for _, _, v in cells])
+        res = [v for a, _, v in cells if a.split("-")[1].startswith("r")]
+        other = [v for a, _, v in cells if not a.split("-")[1].startswith("r")]
+        out[f"{kind} residual rows"] = float(np.mean(res))
+        out[f"{kind} other rows"] = float(np.mean(other))
+    return out
+
+
+#: Where each claim's paper value is.
+SOURCES = MappingProxyType({
+    "N1": "Nanda et al. 2022, table of two ResNet18s differing only in initial weights",
+    "N2": "Nanda et al. 2022, STIR matrix across architectures (poster)",
+    "N3": "Nanda et al. 2022, STIR matrix across architectures (poster), rows as references",
+    "N4": "Nanda et al. 2022, layer-wise STIR figure (no numbers)",
+    "N5": "Nanda et al. 2022, layer-wise STIR figure (no numbers)",
+    "N6": "Nanda et al. 2022, STIR across training losses (no numbers)",
+    "N7": "Nanda et al. 2022, STIR under model updates with more data (no numbers)",
+})
+
+
+# ----------------------------------------------------------------------------- claim rules
+def n1_seed_pairs(v_stir: Sequence[float], v_cka: Sequence[float], a_stir: Sequence[float],
+                  paper: Mapping[str, float]) -> Verdict:
+    """N1: vanilla pairs have high CKA but much lower STIR; AT pairs have high STIR.
+
+    Quantities, one value per pair of seeds of one architecture (both STIR directions
+    averaged): (a) vanilla CKA - vanilla STIR (paired); (b) AT STIR - vanilla STIR
+    (Welch). Paper (its ResNet18 pair table): (a) 0.384, (b) 0.353. Each part by
+    :func:`effect_rule` (half the paper's effect reproduces it); both needed. The pairs
+    of three seeds share models, so their spread is a lower bound on the noise.
+    """
+    a = paired(v_cka, v_stir)
+    b = welch(a_stir, v_stir)
+    return combine({
+        "CKA - STIR (vanilla)": effect_rule(a, paper["cka_minus_stir"], what="CKA - STIR"),
+        "AT - vanilla STIR": effect_rule(b, paper["at_minus_vanilla"], what="AT - V STIR"),
+    })
+
+
+def n2_adversarial_blocks(at_minus_v: Estimate, paper_effect: float) -> Verdict:
+    """N2: adversarial training gives higher STIR across architectures.
+
+    Quantity: mean cross-architecture STIR of the AT block minus that of the V block,
+    one value per replicate of the zoo (the models of one seed). Paper (poster matrix):
+    :func:`nanda_blocks` (0.45). :func:`effect_rule`.
+    """
+    return effect_rule(at_minus_v, paper_effect, what="AT - V cross-architecture STIR")
+
+
+def n3_residual_reference(diffs: Mapping[str, Estimate] | None,
+                          paper: Mapping[str, float]) -> Verdict:
+    """N3: STIR is higher when a residual network is the reference (rows read as references).
+
+    Quantity per block (AT, V): mean cross-architecture STIR of the rows whose reference
+    is residual minus that of the other rows, one value per replicate. Paper (poster):
+    AT 0.115, V 0.097. :func:`effect_rule` per block; both needed. No residual network in
+    the zoo: not tested.
+    """
+    if diffs is None:
+        return not_tested("no residual network in the zoo at this scale")
+    return combine({k: effect_rule(v, paper[k], what=f"{k}: residual - other rows")
+                    for k, v in diffs.items()})
+
+
+def n4_layers(parts: Mapping[str, Mapping[str, Estimate]]) -> Verdict:
+    """N4: shared invariance drops for later layers, less for AT; STIR drops more than CKA.
+
+    Per architecture, three quantities over seed pairs: (i) vanilla STIR at the first
+    layer minus at the last; (ii) the vanilla drop minus the AT drop (Welch); (iii) the
+    vanilla STIR drop minus the vanilla CKA drop. The paper gives a figure, no numbers:
+    each part by :func:`sign_rule`; all three needed per architecture, and every
+    architecture for "reproduced".
+    """
+    per = {arch: combine({k: sign_rule(v, what=k) for k, v in p.items()})
+           for arch, p in parts.items()}
+    out = combine(per)
+    detail = "; ".join(f"{arch}: " + ", ".join(
+        f"{k} {v.mean:+.3f}±{v.half_width:.3f}" for k, v in p.items()) for arch, p in parts.items())
+    return Verdict(out.verdict, detail)
+
+
+def n5_at_higher(cells: Mapping[str, Estimate]) -> Verdict:
+    """N5: across layers and random initialisations, AT pairs have higher STIR.
+
+    Quantity per (architecture, layer): AT pairs' STIR minus vanilla pairs' (Welch over
+    seed pairs). No paper number: :func:`count_rule` ("consistently"), where a difference
+    under 0.01 (a hundredth of STIR's scale, e.g. two pairs both at 0.999 on a first
+    layer) counts for neither side.
+    """
+    return count_rule(cells, what="AT - V STIR per architecture and layer", min_effect=0.01)
+
+
+def n6_losses(robust_spread: Estimate, seed_minus_loss: Estimate) -> Verdict:
+    """N6: TRADES, MART and PGD-AT models are about equally robust, yet share only a
+    moderate part of their invariances.
+
+    Quantities: (a) the spread (max - min, points) of the three losses' robust accuracy,
+    one value per seed: similar when its upper 95 % bound is <= 5 points (partly <= 10);
+    (b) STIR between AT seed pairs minus STIR between different losses of one seed
+    (Welch): changing the loss costs more shared invariance than changing the seed
+    (:func:`sign_rule`; the paper gives no number). Both needed.
+    """
+    return combine({
+        "similar robustness": at_most_rule(robust_spread, 5.0, 10.0,
+                                           what="robust-accuracy spread", digits=1, unit=" pts"),
+        "moderate STIR": sign_rule(seed_minus_loss, what="AT seed-pair STIR - cross-loss STIR"),
+    })
+
+
+def n7_updates(series: Sequence[Sequence[float]]) -> Verdict:
+    """N7: updating a model with more data raises STIR monotonically, with diminishing
+    returns.
+
+    ``series[s][k]``: STIR (both directions averaged) between the k-th model of seed s's
+    update chain and its update. (a) rise: last minus first (paired over seeds,
+    :func:`sign_rule`); (b) monotone: no step falls beyond noise; (c) diminishing: the
+    first step's change exceeds the last step's. *Reproduced*: all three; *partly*: (a)
+    without (b) or (c); *not reproduced*: no rise beyond noise.
+    """
+    a = np.asarray(series, float)
+    if a.ndim != 2 or a.shape[1] < 3:
+        raise ValueError(f"series: expected (seeds, >= 3 steps), got shape {a.shape}")
+    rise = over_seeds(a[:, -1] - a[:, 0])
+    steps = {f"step {k + 1}": over_seeds(a[:, k + 1] - a[:, k]) for k in range(a.shape[1] - 1)}
+    dim = over_seeds((a[:, 1] - a[:, 0]) - (a[:, -1] - a[:, -2]))
+    if not rise.measured:
+        return not_tested("one chain only: noise not measured")
+    up = rise.beyond_noise(+1)
+    monotone = not any(v.beyond_noise(-1) for v in steps.values())
+    diminishing = dim.beyond_noise(+1)
+    reason = (f"rise {rise.mean:+.3f}±{rise.half_width:.3f}, "
+              f"{'no step falls' if monotone else 'a step falls'} beyond noise, "
+              f"first minus last step {dim.mean:+.3f}±{dim.half_width:.3f}")
+    if up and monotone and diminishing:
+        return Verdict("reproduced", reason)
+    if up:
+        return Verdict("partly", reason)
+    return Verdict("not reproduced", reason)

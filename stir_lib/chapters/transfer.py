@@ -1,4 +1,5 @@
-"""The transfer chapter (Salman et al. 2020): sources, downstream tasks, and the plan.
+"""The transfer chapter (Salman et al. 2020): sources, downstream tasks, the plan, the
+paper's numbers and the claim rules R1-R5.
 
 At ``ci`` scale (all offline):
 
@@ -19,12 +20,22 @@ tasks its downstream sets (``checkpoints`` and ``data_root`` parameters).
 
 from __future__ import annotations
 
-from ..jobs import Data, Train
-from ..results import choose_scale
-from ..training import TrainConfig
-from ..transfer import PAPER_HPARAMS, Checkpoint, TaskSpec, Transfer
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
-__all__ = ["PRESETS", "settings", "sources", "tasks", "transfer_jobs", "plan", "WIDTHS"]
+import pandas as pd
+
+from ..jobs import Checkpoint, Data, TaskSpec, Train, Transfer
+from ..scales import choose_scale
+from ..training import TrainConfig
+from ..verdicts import (Estimate, Verdict, combine, majority_rule, not_tested, sign_rule)
+from ..transfer import PAPER_HPARAMS
+
+__all__ = ["PRESETS", "settings", "sources", "tasks", "transfer_jobs",
+           "labelled_transfer_jobs", "plan", "WIDTHS", "SALMAN_TOP1", "SALMAN_EPS_L2",
+           "SALMAN_R1", "SALMAN_BEST", "salman_r1_effect", "SOURCES", "r1_robust_transfer",
+           "r2_best_eps_differs", "r3_granularity", "r4_source_accuracy", "r5_width",
+           "source_data", "source_test", "source_job"]
 
 WIDTHS = {"narrow": (128, 128), "mid": (256, 256), "wide": (512, 512)}
 _SOURCE_CLASSES = (0, 1, 2, 3, 4)
@@ -32,6 +43,10 @@ _ADAM = dict(optimizer="adam", lr=2e-3, batch_size=256, lr_schedule="cosine")
 _NEAR = "near domain: Fashion-MNIST's other five classes (sandal, shirt, sneaker, bag, boot)"
 _FAR = "far domain: handwritten digits, never seen by the source"
 _FEW = "low data: handwritten digits, 10 labelled images per class"
+
+# the paper's transfer hyper-parameters (stir_lib.transfer.PAPER_HPARAMS) as overrides; the
+# seed is each transfer's own
+_PAPER_HP = {k: v for k, v in PAPER_HPARAMS.as_dict().items() if k != "seed"}
 
 PRESETS = {
     # eps: the radii of the mid-width sources (0: standard); width_eps: the radii trained at
@@ -73,7 +88,7 @@ PRESETS = {
         tasks={"cifar10": dict(dataset="cifar10"), "cifar100": dict(dataset="cifar100"),
                "pets": dict(dataset="pets")},
         image_size=224, coarse=32, coarse_tasks=("pets",),
-        ff=dict(PAPER_HPARAMS, augment=True), ft=dict(PAPER_HPARAMS, augment=True)),
+        ff=dict(_PAPER_HP, augment=True), ft=dict(_PAPER_HP, augment=True)),
 }
 
 
@@ -136,11 +151,13 @@ def _hp(d: dict) -> tuple:
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items()))
 
 
-def transfer_jobs(S, srcs: dict, task_specs: dict) -> list[Transfer]:
+def labelled_transfer_jobs(S, srcs: dict, task_specs: dict) -> list[tuple[tuple, str, Transfer]]:
     """Fixed-feature and fine-tuning for every source and full-resolution task; the coarse
-    copies fixed-feature only (the paper's granularity experiment), mid width only."""
+    copies fixed-feature only (the paper's granularity experiment), mid width only. Each job
+    with its source's label ``(width, eps, seed)`` and its task's name."""
     jobs = []
-    for (width, eps, seed), src in srcs.items():
+    for label, src in srcs.items():
+        width, _, seed = label
         for name, spec in task_specs.items():
             coarse = spec.coarse is not None
             if coarse and S["source"] == "trained" and width != "mid":
@@ -148,8 +165,13 @@ def transfer_jobs(S, srcs: dict, task_specs: dict) -> list[Transfer]:
             modes = ("fixed-feature",) if coarse else ("fixed-feature", "fine-tune")
             for mode in modes:
                 hp = S["ff"] if mode == "fixed-feature" else S["ft"]
-                jobs.append(Transfer(src, spec, mode, _hp(hp), seed))
+                jobs.append((label, name, Transfer(src, spec, mode, _hp(hp), seed)))
     return jobs
+
+
+def transfer_jobs(S, srcs: dict, task_specs: dict) -> list[Transfer]:
+    """The jobs of :func:`labelled_transfer_jobs`, without their labels (for the plan)."""
+    return [job for _, _, job in labelled_transfer_jobs(S, srcs, task_specs)]
 
 
 def plan(scale: str = "ci", notebooks=("transfer",), checkpoints=None, arch: str = "resnet50",
@@ -159,3 +181,124 @@ def plan(scale: str = "ci", notebooks=("transfer",), checkpoints=None, arch: str
     srcs = sources(S, checkpoints, arch)
     jobs = [s for s in srcs.values() if isinstance(s, Train)]
     return jobs + transfer_jobs(S, srcs, tasks(S, data_root))
+
+
+# ----------------------------------------------------------------------------- the paper's numbers
+# Salman, Ilyas, Engstrom, Kapoor & Madry (2020), NeurIPS. Checked against
+# book/paper_targets.md by tests/test_paper_values.py.
+#: ResNet-50 ImageNet top-1 % by L2 eps (section 2 / appendix tables).
+SALMAN_TOP1 = MappingProxyType({0.0: 75.80, 0.5: 73.16, 1.0: 70.43, 3.0: 62.83, 5.0: 56.13})
+SALMAN_EPS_L2 = (0.0, 0.01, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0, 5.0)
+
+#: R1's headline: ResNet-50 fixed-feature transfer accuracy %, eps 0 vs eps 3.
+SALMAN_R1 = MappingProxyType({
+    "cifar10": {"eps0": 76.5, "robust": (93.5, 94.8), "robust_eps": 3.0},
+    "cifar100": {"eps0": 54.2, "robust": (77.2,), "robust_eps": 3.0},
+})
+
+#: Best transfer accuracy % per set for ResNet-50 and its eps, from the public code's table
+#: of best parameters (not the paper's own tables): (full fine-tuning, eps), (fixed, eps).
+SALMAN_BEST = pd.DataFrame(
+    [["cifar10", 98.27, 3, 94.81, 3], ["cifar100", 87.45, 3, 79.50, 3],
+     ["caltech101", 94.61, 0.03, 91.07, 1], ["caltech256", 84.63, 0.05, 82.51, 0.05],
+     ["aircraft", 86.14, 0.01, 42.15, 1], ["birdsnap", 73.71, 0.25, 49.25, 0.1],
+     ["stanford_cars", 91.49, 0, 47.38, 0.5], ["dtd", 75.53, 0.01, 70.59, 0.01],
+     ["flowers", 96.98, 0.01, 91.46, 0.1], ["food", 87.71, 0, 66.03, 0.05],
+     ["pets", 93.71, 0.05, 91.32, 0.03], ["sun397", 62.38, 0, 54.88, 0.01]],
+    columns=["task", "full acc.", "full eps", "fixed acc.", "fixed eps"]).set_index("task")
+
+
+def salman_r1_effect() -> float:
+    """The paper's R1 effect for fixed-feature transfer, in points: the smaller of the two
+    CIFAR gains (eps 3 minus eps 0) of ResNet-50 (CIFAR-10 93.5 - 76.5 = 17.0)."""
+    return float(min(min(v["robust"]) - v["eps0"] for v in SALMAN_R1.values()))
+
+
+#: Where each claim's paper value is.
+SOURCES = MappingProxyType({
+    "R1": "Salman et al. 2020, section 4 (fixed-feature and fine-tuning results; CIFAR "
+          "numbers of ResNet-50)",
+    "R2": "Salman et al. 2020, section 4 (best eps per downstream set)",
+    "R3": "Salman et al. 2020, granularity experiment (figure only)",
+    "R4": "Salman et al. 2020, section 5 (source accuracy vs transfer accuracy)",
+    "R5": "Salman et al. 2020, width experiment (figure only)",
+})
+
+
+# ----------------------------------------------------------------------------- claim rules
+def r1_robust_transfer(gains: Mapping[str, Estimate]) -> Verdict:
+    """R1: robust sources transfer better than standard ones on most downstream sets.
+
+    Quantity per task (one mode): test accuracy from the source at the best eps > 0
+    (chosen on validation) minus from the eps-0 source, paired by seed (points). Paper:
+    robust better on most of 12 sets (ResNet-50 fixed-feature CIFAR-10 +17.0 points).
+    :func:`majority_rule` over the tasks.
+    """
+    return majority_rule(gains, what="best robust - standard test accuracy")
+
+
+def r2_best_eps_differs(losses: Mapping[str, Estimate], best: Mapping[str, float]) -> Verdict:
+    """R2: the best eps depends on the downstream set.
+
+    ``best``: each task's best eps (validation); ``losses``: for each ordered pair of tasks
+    (A, B) whose best eps differ, A's test accuracy at its own best eps minus at B's,
+    paired by seed. *Reproduced*: some task loses beyond noise at another's best eps;
+    *partly*: the best eps differ but no loss is beyond noise; *not reproduced*: one best
+    eps for every task.
+    """
+    if len(set(best.values())) < 2:
+        return Verdict("not reproduced", "every task has the same best eps "
+                                         f"({next(iter(best.values())):g})")
+    beyond = [k for k, v in losses.items() if v.beyond_noise(+1)]
+    where = "best eps " + ", ".join(f"{t} {e:g}" for t, e in best.items())
+    if beyond:
+        return Verdict("reproduced", f"{where}; loss at another task's best eps beyond noise "
+                                     f"for {', '.join(beyond)}")
+    return Verdict("partly", f"{where}; no loss at another task's best eps is beyond noise")
+
+
+def r3_granularity(shifts: Mapping[str, Estimate], untestable: Sequence[str] = ()) -> Verdict:
+    """R3: downscaling a downstream set makes its best eps larger.
+
+    Quantity per task whose coarse copy differs from it: the best eps (per seed, on
+    validation) of the coarse copy minus that of the full-resolution task. Tasks whose
+    images the downscale does not change are left out (their copy is the same task).
+    :func:`majority_rule`; no testable task: not tested.
+    """
+    if not shifts:
+        return not_tested("no task whose images the downscale changes" +
+                          (f" ({', '.join(untestable)} unchanged)" if untestable else ""))
+    return majority_rule(shifts, what="best eps coarse - full")
+
+
+def r4_source_accuracy(fixed_eps: Estimate | None, across_eps: Estimate | None) -> Verdict:
+    """R4: at fixed eps, better source accuracy means better transfer; across eps the
+    linear relation between source and transfer accuracy breaks.
+
+    (a) ``fixed_eps``: Spearman correlation between source accuracy and transfer accuracy
+    across sources of the same eps (widths), per seed, averaged over tasks; positive beyond
+    noise. (b) ``across_eps``: the same across eps (one width); the relation breaks when it
+    is negative beyond noise (robust sources less accurate but transferring better). Each
+    by :func:`sign_rule`; None where the sources' accuracies do not differ (premise
+    absent: not tested).
+    """
+    parts = {}
+    parts["fixed eps"] = (not_tested("sources of one eps do not differ in accuracy")
+                          if fixed_eps is None else
+                          sign_rule(fixed_eps, what="Spearman, fixed eps", sign=+1))
+    parts["across eps"] = (not_tested("source accuracy does not change with eps")
+                           if across_eps is None else
+                           sign_rule(across_eps, what="Spearman, across eps", sign=-1))
+    out = combine(parts)
+    return Verdict(out.verdict, "; ".join(f"{k}: {v.reason}" for k, v in parts.items()))
+
+
+def r5_width(gain_growth: Mapping[str, Estimate] | None) -> Verdict:
+    """R5: the gains from robustness grow with network width.
+
+    Quantity per task: (robust - standard transfer accuracy) of the widest source minus
+    that of the narrowest, paired by seed. :func:`majority_rule`; one width: not tested.
+    """
+    if not gain_growth:
+        return not_tested("sources of one width only")
+    return majority_rule(gain_growth, what="robust gain, widest - narrowest")

@@ -1,200 +1,32 @@
-"""The rendered book as a self-contained site: served MathJax, a browser check, a PDF.
+"""The built site opened in a real browser: what only a browser shows.
 
-    python -m stir_lib.site check [--site _build/html] [--screenshots _build/screenshots]
-    python -m stir_lib.site pdf [--out _build/pdf/book.pdf]
-    python -m stir_lib.site install-mathjax          # make setup runs this
-
-Why: the book is meant to be read (and checked) on a machine with no network, so no
-page may fetch anything from another host. MathJax, which Sphinx loads from a CDN by
-default, is therefore served from the site's own ``_static/mathjax``: a pinned npm
-release (``mathjax@3.2.2``), fetched with ``npm pack``, checked against a SHA-256
-pinned here and unpacked once under the virtual environment
-(``<venv>/share/mathjax-3.2.2``). :func:`install_mathjax` copies it into the staged
-book, so ``_config.yml``'s ``mathjax_path`` resolves inside the site.
-
-A static site can still be broken in ways only a browser shows: math left as raw TeX,
-images that do not load, script errors, requests to other hosts, tables wider than the
-text column with no way to scroll, links to pages or anchors that do not exist.
+A static site can be broken in ways only a browser shows: math left as raw TeX, images
+that do not load, script errors, requests to other hosts, tables wider than the text
+column with no way to scroll, links to pages or anchors that do not exist.
 :func:`check_site` opens every page of ``_toc.yml`` in headless Chromium (Debian's
 ``/usr/bin/chromium``, driven by Playwright; ``make setup`` installs it), served from a
-local HTTP server, with every request to another host blocked and reported. It saves
-a full-page screenshot of each page and returns the problems per page; the CLI exits 1
-when there is any.
-
-:func:`build_pdf` builds the staged book again with Sphinx's ``singlehtml`` builder and
-prints that one page to an A4 PDF with the same browser, after MathJax has typeset it.
+local HTTP server, with every request to another host blocked and reported. It saves a
+full-page screenshot of each page and returns the problems per page.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import sys
 import functools
-import hashlib
 import html.parser
 import http.server
-import os
-import shutil
-import subprocess
-import sys
-import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-# --------------------------------------------------------------------------- MathJax
-
-MATHJAX_VERSION = "3.2.2"
-# SHA-256 of the npm tarball mathjax-3.2.2.tgz (its registry integrity, sha512-Bt+SSVU8...,
-# was checked when this pin was written).
-MATHJAX_SHA256 = "1b9c0a1c44df864e915690558e72adb9cc5203360daefd385084ced3b6c64c09"
-# The one combined component the book loads: TeX input with every TeX extension built in
-# (so nothing is autoloaded from elsewhere), CommonHTML output. Its web fonts are the only
-# other files it fetches, relative to its own location.
-MATHJAX_ENTRY = "tex-chtml-full.js"
-MATHJAX_MEMBERS = ("package/LICENSE", f"package/es5/{MATHJAX_ENTRY}",
-                   "package/es5/output/chtml/fonts/woff-v2/")
-# Where the staged book holds its static files (_config.yml's html_static_path) and where
-# MathJax goes inside them (_config.yml's mathjax_path is relative to _static).
-STATIC_DIR = "book/_static"
-MATHJAX_STATIC = "mathjax"
-_MARKER = ".sha256"  # written last: an install without it is partial
-
-
-def mathjax_home() -> Path:
-    """The unpacked MathJax under the running environment (the venv): ``share/mathjax-X``."""
-    return Path(sys.prefix) / "share" / f"mathjax-{MATHJAX_VERSION}"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_tarball(tarball: Path, sha256: str = MATHJAX_SHA256) -> None:
-    """Raise ValueError unless ``tarball``'s SHA-256 is the pinned one."""
-    got = sha256_of(tarball)
-    if got != sha256:
-        raise ValueError(f"{tarball.name}: expected SHA-256 {sha256}, got {got}; the download "
-                         f"is corrupt or not mathjax@{MATHJAX_VERSION}, so it was not used: "
-                         f"run `make setup` again, and if the digest stays wrong, check which "
-                         f"npm registry is configured (npm config get registry)")
-
-
-def _wanted(name: str) -> bool:
-    return any(name == m or (m.endswith("/") and name.startswith(m)) for m in MATHJAX_MEMBERS)
-
-
-def extract_mathjax(tarball: Path, dest: Path, sha256: str = MATHJAX_SHA256) -> Path:
-    """Verify ``tarball``, then unpack the files the book needs into ``dest`` (replaced).
-
-    Only regular files under :data:`MATHJAX_MEMBERS` are taken, with the ``package/es5/``
-    prefix dropped, so ``dest`` has MathJax's own layout (the entry script beside
-    ``output/``). The files go to a private sibling folder renamed into place at the end,
-    so a failure (or another process installing at the same time) never leaves a
-    half-installed ``dest``.
-    """
-    verify_tarball(tarball, sha256)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
-    try:
-        with tarfile.open(tarball, "r:gz") as tar:
-            for member in tar.getmembers():
-                if not (member.isfile() and _wanted(member.name)):
-                    continue
-                rel = member.name.removeprefix("package/es5/").removeprefix("package/")
-                if ".." in Path(rel).parts:
-                    raise ValueError(f"{tarball.name}: expected paths inside the package, got "
-                                     f"{member.name!r}; the tarball is not a MathJax release")
-                target = partial / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with tar.extractfile(member) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out)
-        if not (partial / MATHJAX_ENTRY).is_file():
-            raise ValueError(f"{tarball.name}: expected package/es5/{MATHJAX_ENTRY}, got a "
-                             f"tarball without it; it is not a MathJax 3 release")
-        (partial / _MARKER).write_text(sha256 + "\n")
-        marker = dest / _MARKER
-        if marker.is_file() and marker.read_text().strip() == sha256:
-            return dest  # the same release is in place already (another process won)
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(partial, dest)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return dest
-
-
-def fetch_mathjax(dest: Path | None = None) -> Path:
-    """``npm pack mathjax@X`` into a temporary folder, verify it and unpack it to ``dest``."""
-    dest = dest or mathjax_home()
-    npm = shutil.which("npm")
-    if npm is None:
-        raise FileNotFoundError(f"expected npm to fetch mathjax@{MATHJAX_VERSION}, got none on "
-                                f"PATH; install Node.js and npm (Debian: apt-get install npm)")
-    with tempfile.TemporaryDirectory(prefix="mathjax-") as tmp:
-        proc = subprocess.run([npm, "pack", f"mathjax@{MATHJAX_VERSION}", "--silent",
-                               "--pack-destination", tmp], capture_output=True, text=True)
-        tarball = Path(tmp) / f"mathjax-{MATHJAX_VERSION}.tgz"
-        if proc.returncode or not tarball.is_file():
-            raise RuntimeError(f"npm pack mathjax@{MATHJAX_VERSION}: expected {tarball.name}, "
-                               f"got exit {proc.returncode}: {proc.stderr.strip()[-500:]}; "
-                               f"check that the npm registry is reachable")
-        return extract_mathjax(tarball, dest)
-
-
-def ensure_mathjax(home: Path | None = None) -> Path:
-    """The unpacked pinned MathJax, fetched first if it is missing or partial."""
-    home = home or mathjax_home()
-    marker = home / _MARKER
-    if marker.is_file() and marker.read_text().strip() == MATHJAX_SHA256:
-        return home
-    print(f"[site] fetching mathjax@{MATHJAX_VERSION} into {home}", flush=True)
-    return fetch_mathjax(home)
-
-
-def install_mathjax(stage: Path) -> Path:
-    """Copy the pinned MathJax into the staged book's static files; return that folder."""
-    target = stage / STATIC_DIR / MATHJAX_STATIC
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(ensure_mathjax(), target, ignore=shutil.ignore_patterns(_MARKER))
-    return target
-
-
-# --------------------------------------------------------------------------- pages
-
-
-def toc_pages(root: Path) -> list[str]:
-    """Every page of _toc.yml (root first, then the ``file`` entries in order), no suffix.
-
-    The same walk as :func:`stir_lib.run.toc_notebooks`, keeping every file rather than
-    only the notebooks.
-    """
-    import yaml
-
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    files: list[str] = [str(toc["root"])] if "root" in toc else []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                files.append(str(node["file"]))
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(toc)
-    names = [f.removesuffix(".md").removesuffix(".ipynb") for f in files]
-    return list(dict.fromkeys(names))
-
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "VIEWPORT", "LOCAL_HOSTS", "serve", "browser",
+           "is_local", "unrendered_math", "broken_links", "external_assets", "PageReport",
+           "open_page", "check_page", "check_site", "failures", "MATH_DELIMITERS"]
 
 # --------------------------------------------------------------------------- server + browser
 
@@ -527,8 +359,10 @@ def _add_load_failures(report: PageReport, broken_images: list[dict]) -> None:
 
 
 def check_page(context, site: Path, base_url: str, page_name: str,
-               screenshots: Path | None = None, mathjax_timeout_s: float = 5.0) -> PageReport:
-    """Open ``<page_name>.html`` and list every problem the module docstring names."""
+               screenshots: Path | None = None, mathjax_timeout_s: float = 5.0,
+               stamped: bool = False) -> PageReport:
+    """Open ``<page_name>.html`` and list every problem the module docstring names;
+    ``stamped``: the page must also say what built it (the runner's build stamp)."""
     report = PageReport(page_name)
     t0 = time.perf_counter()
     rel = page_name if page_name.endswith(".html") else f"{page_name}.html"
@@ -536,6 +370,9 @@ def check_page(context, site: Path, base_url: str, page_name: str,
         report.problems.append(f"no page {rel} in {site}; expected every page of _toc.yml "
                                f"to be built")
         return report
+    if stamped and 'class="build-stamp"' not in (site / rel).read_text(errors="replace"):
+        report.problems.append("no build stamp (commit, date, scale, device): execute the "
+                               "notebook with python -m stir_lib.book.run, then render")
     from playwright.sync_api import Error as BrowserError
 
     try:
@@ -566,8 +403,10 @@ def check_page(context, site: Path, base_url: str, page_name: str,
 
 
 def check_site(site: Path, pages: list[str], screenshots: Path | None = None,
-               echo: bool = False, mathjax_timeout_s: float = 5.0) -> list[PageReport]:
-    """Check ``pages`` (paths below ``site`` without ``.html``) in one browser session.
+               echo: bool = False, mathjax_timeout_s: float = 5.0,
+               stamped: Iterable[str] = ()) -> list[PageReport]:
+    """Check ``pages`` (paths below ``site`` without ``.html``) in one browser session;
+    the pages in ``stamped`` must carry a build stamp.
 
     ``mathjax_timeout_s``: how long after the load event a page that configures MathJax
     may take to start it before the page fails (its script was blocked or missing).
@@ -576,11 +415,12 @@ def check_site(site: Path, pages: list[str], screenshots: Path | None = None,
         raise ValueError("expected at least one page to check, got none; pass the pages of "
                          "_toc.yml (see toc_pages)")
     site = Path(site).resolve()
+    stamped = set(stamped)
     reports = []
     with serve(site) as base_url, browser() as context:
         for name in pages:
             report = check_page(context, site, base_url, name, screenshots,
-                                mathjax_timeout_s)
+                                mathjax_timeout_s, stamped=name in stamped)
             reports.append(report)
             if echo:
                 print(report.line(), flush=True)
@@ -608,134 +448,3 @@ def failures(reports: list[PageReport]) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- PDF
-
-
-def _jupyter_book() -> str:
-    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
-    if jb is None:
-        raise SystemExit(f"[pdf] no jupyter-book next to {sys.executable}; run `make setup`")
-    return jb
-
-
-def stage_is_current(root: Path, stage: Path) -> bool:
-    """True when ``stage`` holds what :func:`stir_lib.run.render` would stage now."""
-    import filecmp
-
-    from stir_lib import run
-
-    executed = run.build_dir(root) / "executed" / "notebooks"
-    pairs = [(root / f, stage / f) for f in ("_config.yml", "_toc.yml")]
-    pairs += [(p, stage / p.relative_to(root)) for p in (root / "book").rglob("*")
-              if p.is_file()]
-    pairs += [(executed / f"{n}.ipynb", stage / "notebooks" / f"{n}.ipynb")
-              for n in run.toc_notebooks(root)]
-    if not (stage / STATIC_DIR / MATHJAX_STATIC / MATHJAX_ENTRY).is_file():
-        return False
-    return all(b.is_file() and a.is_file() and filecmp.cmp(a, b, shallow=False)
-               for a, b in pairs)
-
-
-def build_pdf(root: Path, out: Path) -> Path:
-    """The whole book as one A4 PDF, from the staged sources of the last render.
-
-    Renders first when the stage is missing or older than the executed notebooks or the
-    book's sources. Fails, without writing a PDF, when the single page has unrendered
-    math, an image that did not load, a script error or a request to another host.
-    """
-    from stir_lib import run
-
-    build = run.build_dir(root)
-    stage = build / "stage"
-    if not stage_is_current(root, stage):
-        print(f"[pdf] {stage} is missing or stale: rendering first", flush=True)
-        run.render(root)
-    jb_out = build / "pdf" / "jb"
-    cmd = [_jupyter_book(), "build", str(stage), "--builder", "singlehtml",
-           "--path-output", str(jb_out), "-W", "-n", "--keep-going"]
-    print("[pdf]", " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL)
-    if proc.returncode:
-        raise SystemExit(f"[pdf] jupyter-book --builder singlehtml failed (exit "
-                         f"{proc.returncode}); run the command above to see its messages")
-    single = jb_out / "_build" / "singlehtml"
-    book_page = f"{toc_pages(root)[0]}.html"  # the root document holds the whole book
-    if not (single / book_page).is_file():
-        raise SystemExit(f"[pdf] expected the single page {single / book_page}, got none; "
-                         f"see the jupyter-book command above")
-    # Sphinx writes the page under the root document's folder (book/) but with links
-    # relative to the build's top, so it is read from a copy at the top.
-    shutil.copy2(single / book_page, single / "book.html")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report = PageReport("singlehtml/book.html")
-    with serve(single) as base_url, browser() as context:
-        page = open_page(context, base_url + "book.html", report, mathjax_timeout_s=20)
-        found = page.evaluate(_PROBE)
-        # singlehtml has no search index; the theme asks for one anyway. Paper has no search.
-        report.missing = {u: s for u, s in report.missing.items()
-                          if urlsplit(u).path != "/searchindex.js"}
-        report.problems.extend(unrendered_math(found["texts"]))
-        report.problems.extend(f"math error: {e}" for e in found["mathErrors"])
-        _add_load_failures(report, found["brokenImages"])
-        if report.problems:
-            raise SystemExit("[pdf] FAILED, no PDF written:\n" + failures([report]))
-        page.emulate_media(media="print")
-        page.pdf(path=str(out), format="A4", print_background=True,
-                 margin={"top": "16mm", "bottom": "16mm", "left": "14mm", "right": "14mm"},
-                 display_header_footer=True, header_template="<span></span>",
-                 footer_template='<div style="font-size:8px;width:100%;text-align:center">'
-                                 '<span class="pageNumber"></span> / '
-                                 '<span class="totalPages"></span></div>')
-        page.close()
-    return out
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stir_lib.site", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="open every page of _toc.yml in headless Chromium")
-    check.add_argument("--site", type=Path, help="the built site (default: _build/html)")
-    check.add_argument("--screenshots", type=Path,
-                       help="folder for full-page PNGs (default: _build/screenshots)")
-    pdf = sub.add_parser("pdf", help="the whole book as one A4 PDF")
-    pdf.add_argument("--out", type=Path, help="default: _build/pdf/book.pdf")
-    sub.add_parser("install-mathjax", help=f"fetch and verify mathjax@{MATHJAX_VERSION}")
-    args = parser.parse_args(argv)
-    try:
-        _run(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:  # says what to do: no trace
-        raise SystemExit(f"[site] {err}") from None
-
-
-def _run(args: argparse.Namespace) -> None:
-    from stir_lib import run
-
-    if args.command == "install-mathjax":
-        print(f"[site] mathjax@{MATHJAX_VERSION}: {ensure_mathjax()}")
-        return
-    root = run.repo_root()
-    build = run.build_dir(root)
-    if args.command == "check":
-        site = args.site or build / "html"
-        t0 = time.perf_counter()
-        reports = check_site(site, toc_pages(root), args.screenshots or build / "screenshots",
-                             echo=True)
-        bad = [r for r in reports if r.problems]
-        if bad:
-            raise SystemExit(f"[site] check FAILED on {len(bad)} of {len(reports)} page(s):\n"
-                             + failures(reports))
-        print(f"[site] {len(reports)} pages ok in {time.perf_counter() - t0:.1f} s "
-              f"(screenshots in {args.screenshots or build / 'screenshots'})")
-    elif args.command == "pdf":
-        t0 = time.perf_counter()
-        out = build_pdf(root, args.out or build / "pdf" / "book.pdf")
-        print(f"[pdf] {out} ({out.stat().st_size / 1e6:.1f} MB) in "
-              f"{time.perf_counter() - t0:.1f} s")
-
-
-if __name__ == "__main__":
-    main()

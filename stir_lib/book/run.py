@@ -1,13 +1,13 @@
 """Execute the book's notebooks with papermill, then render the static site.
 
-    python -m stir_lib.run execute --scale ci            # every notebook of _toc.yml
-    python -m stir_lib.run execute --scale ci blind_spots -p n_attack=200
-    python -m stir_lib.run render                          # Jupyter Book, -W -n --keep-going
-    python -m stir_lib.run all --scale ci                  # both
-    python -m stir_lib.run plan --scale paper stir         # a chapter's jobs, cached or not, cost
-    python -m stir_lib.run warm --scale paper stir --executor slurm --partition gpu \
+    python -m stir_lib.book.run execute --scale ci            # every notebook of _toc.yml
+    python -m stir_lib.book.run execute --scale ci blind_spots -p n_attack=200
+    python -m stir_lib.book.run render                          # Jupyter Book, -W -n --keep-going
+    python -m stir_lib.book.run all --scale ci                  # both
+    python -m stir_lib.book.run plan --scale paper stir         # a chapter's jobs, cached or not, cost
+    python -m stir_lib.book.run warm --scale paper stir --executor slurm --partition gpu \
         --gpus-per-job 1 [--max-parallel K] [--time H] [--no-wait]
-    python -m stir_lib.run warm --scale smoke transfer --executor local --workers 2
+    python -m stir_lib.book.run warm --scale smoke transfer --executor local --workers 2
 
 The MyST markdown notebooks under ``notebooks/`` are the sources. Executed
 copies go to ``_build/executed/notebooks/*.ipynb``; their wall times, scale and
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import json
 import os
 import platform
@@ -36,46 +37,18 @@ import sys
 import time
 from pathlib import Path
 
-SCALES = ("smoke", "ci", "paper")
+from .. import cluster, jobs as J
+from ..cache import memoized_fingerprints
+from ..chapters import NOTEBOOK_MODULE, NOTEBOOKS, PLANS
+from ..paths import build_dir, repo_root, toc_notebooks
+from ..scales import SCALES
+from .mathjax import install_mathjax
+
+__all__ = ["main", "execute", "render", "parse_overrides", "notebook_parameters",
+           "check_parameters", "plan_command", "warm_command",
+           "SUMMARY_PAGES"]
+
 SUMMARY_PAGES = ("scorecard", "reproducibility")  # run last, whatever was selected
-
-
-def repo_root() -> Path:
-    """The folder holding _toc.yml: from $STIR_ROOT, the working directory or this file."""
-    candidates = [os.environ.get("STIR_ROOT"), Path.cwd(), *Path.cwd().parents,
-                  Path(__file__).resolve().parents[1]]
-    for c in candidates:
-        if c and (Path(c) / "_toc.yml").exists():
-            return Path(c).resolve()
-    raise FileNotFoundError("could not find the book's root (a folder with _toc.yml); "
-                            "run from the repository or set STIR_ROOT")
-
-
-def build_dir(root: Path | None = None) -> Path:
-    """``$STIR_BUILD`` if set, else ``<root>/_build``."""
-    env = os.environ.get("STIR_BUILD")
-    return Path(env).resolve() if env else (root or repo_root()) / "_build"
-
-
-def toc_notebooks(root: Path) -> list[str]:
-    """Notebook names (stems under notebooks/) in _toc.yml order."""
-    import yaml
-
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    files: list[str] = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                files.append(str(node["file"]))
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(toc)
-    return [f.split("/", 1)[1].removesuffix(".md") for f in files if f.startswith("notebooks/")]
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -90,6 +63,127 @@ def parse_overrides(pairs: list[str]) -> dict:
         except (ValueError, SyntaxError):
             out[key] = value
     return out
+
+
+def notebook_parameters(nb) -> dict[str, str]:
+    """The parameters a notebook declares: name -> the line of its ``parameters`` cell that
+    sets it (with its comment), in order. None when it has no such cell."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            lines = cell.source.splitlines()
+            out = {}
+            for node in ast.parse(cell.source).body:
+                targets = (node.targets if isinstance(node, ast.Assign) else
+                           [node.target] if isinstance(node, ast.AnnAssign) else [])
+                for t in targets:
+                    if isinstance(t, ast.Name):
+                        out[t.id] = lines[node.lineno - 1].strip()
+            return out
+    return {}
+
+
+def _declared_value(line: str | None):
+    """The default a parameters-cell line such as ``device = "auto"  # ...`` sets (None if
+    it is absent or not a literal)."""
+    if not line:
+        return None
+    try:
+        return ast.literal_eval(ast.parse(line).body[0].value)
+    except (ValueError, SyntaxError, AttributeError, IndexError):
+        return None
+
+
+def check_parameters(name: str, declared: dict[str, str], params: dict, scale: str) -> None:
+    """A parameter the notebook does not declare, or an ``overrides`` key its chapter's preset
+    does not have, is an error that lists what the notebook takes."""
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        takes = "\n".join(f"          {line}" for line in declared.values()) or "          (none)"
+        raise SystemExit(f"[run] {name}: unknown parameter(s) {unknown}; {name} takes these "
+                         f"(its parameters cell, notebooks/{name}.md):\n{takes}\n"
+                         f"        fix or drop the -p name(s)")
+    if "overrides" in params and name in NOTEBOOK_MODULE:
+        overrides = params["overrides"]
+        if not isinstance(overrides, dict):
+            raise SystemExit(f"[run] {name}: overrides: expected a dict such as "
+                             f"-p \"overrides={{'epochs': 2}}\", got {overrides!r}")
+        chapter = importlib.import_module(f"stir_lib.chapters.{NOTEBOOK_MODULE[name]}")
+        preset = chapter.PRESETS[scale]
+        bad = sorted(set(overrides) - set(preset))
+        if bad:
+            raise SystemExit(f"[run] {name}: overrides {bad} are not settings of the {scale!r} "
+                             f"preset (stir_lib.chapters.{NOTEBOOK_MODULE[name]}.PRESETS); "
+                             f"expected some of {sorted(preset)}")
+
+
+def repository(root: Path) -> tuple[str, str]:
+    """``_config.yml``'s ``repository`` (url, branch): ("", "main") when no url is set."""
+    import yaml
+
+    config = yaml.safe_load((root / "_config.yml").read_text()) or {}
+    repo = config.get("repository") or {}
+    return str(repo.get("url") or "").rstrip("/"), str(repo.get("branch") or "main")
+
+
+def commit_of(root: Path) -> tuple[str, bool]:
+    """The checkout's commit (full hash, "" outside git) and whether files differ from it."""
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=30)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "", False
+    if head.returncode:
+        return "", False
+    return head.stdout.strip(), bool(dirty.stdout.strip())
+
+
+def device_name(requested) -> str:
+    """The device a notebook's ``device`` parameter resolves to on this machine, in words."""
+    import torch
+
+    from ..models import resolve_device
+
+    try:
+        dev = resolve_device(requested)
+    except ValueError:
+        return f"{requested} (not available here)"
+    if dev.type == "cuda":
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+
+
+def stamp_html(name: str, scale: str, device: str, commit: str, dirty: bool, url: str,
+               branch: str, when: str) -> str:
+    """The line under a chapter's title: what built it, and where its source and executed
+    notebook are."""
+    import html
+
+    built = (f"commit <code>{commit[:10]}</code>" + (" with uncommitted changes" if dirty else "")
+             if commit else "an unknown commit (no git checkout)")
+    links = [f'<a href="{name}.ipynb" download>executed notebook (.ipynb)</a>']
+    if url:
+        ref = commit if commit and not dirty else branch
+        links.insert(0, f'<a href="{html.escape(url)}/blob/{html.escape(ref)}/notebooks/{name}.md">'
+                        f"source</a>")
+    return (f'<div class="build-stamp">Built from {built} on {html.escape(when)}, scale '
+            f"<b>{html.escape(scale)}</b>, on {html.escape(device)}. "
+            + " &middot; ".join(links) + "</div>")
+
+
+def _stamp(nb_path: Path, text: str) -> None:
+    """Put ``text`` (a markdown cell) right after the notebook's first markdown cell (its
+    title), replacing an earlier stamp."""
+    import nbformat
+
+    nb = nbformat.read(nb_path, as_version=4)
+    nb.cells = [c for c in nb.cells if "build-stamp" not in c.metadata.get("tags", [])]
+    cell = nbformat.v4.new_markdown_cell(text)
+    cell.metadata["tags"] = ["build-stamp"]
+    first = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"), -1)
+    nb.cells.insert(first + 1, cell)
+    nbformat.write(nb, nb_path)
 
 
 def _tag_injected_cell(nb_path: Path) -> None:
@@ -132,19 +226,26 @@ def execute(names: list[str], scale: str, overrides: dict, root: Path, kernel: s
     os.environ.setdefault("STIR_RESULTS", str(build_dir(root) / "results"))
     os.environ["STIR_BUILD"] = str(build_dir(root))
     os.environ.pop("MPLBACKEND", None)  # the kernel's inline backend must produce the figures
+    sources, parameters, declared = {}, {}, {}
+    commit, dirty = commit_of(root)
+    url, branch = repository(root)
+    for name in names:   # every notebook's parameters are checked before any runs
+        src = root / "notebooks" / f"{name}.md"
+        if not src.exists():
+            raise SystemExit(f"no notebook {src}; expected one of {toc_notebooks(root)}")
+        sources[name] = jupytext.read(src)
+        # the summary pages take the scale only, whatever the chapters were given
+        parameters[name] = {"scale": scale, **({} if name in SUMMARY_PAGES else overrides)}
+        declared[name] = notebook_parameters(sources[name])
+        check_parameters(name, declared[name], parameters[name], scale)
     try:
         for name in names:
-            src = root / "notebooks" / f"{name}.md"
-            if not src.exists():
-                raise SystemExit(f"no notebook {src}; expected one of "
-                                 f"{toc_notebooks(root)}")
-            nb = jupytext.read(src)
+            nb, params = sources[name], parameters[name]
             tmp_in = out_dir / f".{name}.input.ipynb"
             nbformat.write(nb, tmp_in)
             target = out_dir / f"{name}.ipynb"
             failed = out_dir / f"{name}.failed.ipynb"
-            params = {"scale": scale, **({} if name in SUMMARY_PAGES else overrides)}
-            print(f"[run] {name}: scale={scale} {overrides or ''}", flush=True)
+            print(f"[run] {name}: " + " ".join(f"{k}={v!r}" for k, v in params.items()), flush=True)
             t0 = time.perf_counter()
             try:
                 pm.execute_notebook(str(tmp_in), str(failed), parameters=params,
@@ -160,9 +261,13 @@ def execute(names: list[str], scale: str, overrides: dict, root: Path, kernel: s
                 tmp_in.unlink(missing_ok=True)
             seconds = time.perf_counter() - t0
             _tag_injected_cell(failed)
+            requested = params.get("device", _declared_value(declared[name].get("device")))
+            _stamp(failed, stamp_html(name, scale, device_name(requested), commit, dirty, url,
+                                      branch, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
             os.replace(failed, target)
             timings[name] = {"seconds": round(seconds, 1), "scale": scale,
-                             "parameters": overrides, "finished": time.strftime(
+                             "parameters": {k: v for k, v in params.items() if k != "scale"},
+                             "finished": time.strftime(
                                  "%Y-%m-%d %H:%M:%S %Z")}
             timings_file.write_text(json.dumps(timings, indent=1))
             print(f"[run] {name}: done in {seconds:.1f} s", flush=True)
@@ -181,9 +286,7 @@ def render(root: Path) -> None:
     for item in ("_config.yml", "_toc.yml", "book"):
         src = root / item
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, stage / item)
-    from stir_lib import site
-
-    site.install_mathjax(stage)  # served from the site's _static: no CDN, works offline
+    install_mathjax(stage)  # served from the site's _static: no CDN, works offline
     (stage / "notebooks").mkdir()
     missing = []
     for name in toc_notebooks(root):
@@ -194,7 +297,7 @@ def render(root: Path) -> None:
             shutil.copy2(nb, stage / "notebooks" / nb.name)
     if missing:
         raise SystemExit(f"[render] not executed yet: {missing}; run "
-                         f"`python -m stir_lib.run execute --scale ci {' '.join(missing)}`")
+                         f"`python -m stir_lib.book.run execute --scale ci {' '.join(missing)}`")
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
     if jb is None:
         raise SystemExit(f"[render] no jupyter-book next to {sys.executable}; run `make setup`")
@@ -207,13 +310,13 @@ def render(root: Path) -> None:
     html = build / "html"
     shutil.rmtree(html, ignore_errors=True)
     shutil.copytree(build / "jb" / "_build" / "html", html)
+    for name in toc_notebooks(root):   # each page's executed notebook, beside the page
+        shutil.copy2(executed / f"{name}.ipynb", html / "notebooks" / f"{name}.ipynb")
     print(f"[render] site: {html / 'index.html'}", flush=True)
 
 
 def _plan_for(names: list[str], scale: str, params: dict) -> list:
     """The jobs of the named chapters ("stir", "transfer") or notebooks."""
-    from .chapters import NOTEBOOKS, PLANS
-
     if not names:
         raise SystemExit(f"plan/warm: name a chapter, one of {sorted(PLANS)} (or a notebook of "
                          f"{sorted(n for v in NOTEBOOKS.values() for n in v)})")
@@ -230,9 +333,6 @@ def _plan_for(names: list[str], scale: str, params: dict) -> list:
 
 
 def plan_command(names: list[str], scale: str, params: dict) -> None:
-    from . import cluster, jobs as J
-    from .cache import memoized_fingerprints
-
     plan = _plan_for(names, scale, dict(params))
     rate = cluster.GPU_FLOPS if scale == "paper" else cluster.CPU_FLOPS
     with memoized_fingerprints():      # every key hashes its data: once per tensor is enough
@@ -255,8 +355,6 @@ def plan_command(names: list[str], scale: str, params: dict) -> None:
 
 
 def warm_command(names: list[str], scale: str, params: dict, args) -> None:
-    from . import cluster
-
     plan = _plan_for(names, scale, dict(params))
     folder = Path(args.folder or build_dir(repo_root()) / "submitit")
     report = cluster.warm(plan, executor=args.executor, workers=args.workers, folder=folder,
@@ -272,7 +370,7 @@ def warm_command(names: list[str], scale: str, params: dict, args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stir_lib.run", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m stir_lib.book.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("execute", "render", "all", "list", "plan", "warm"))
     parser.add_argument("notebooks", nargs="*", help="notebook names (default: all of _toc.yml); "

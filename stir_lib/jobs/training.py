@@ -1,56 +1,32 @@
-"""A chapter's heavy work as small, picklable job descriptions: a *plan*.
-
-Every expensive result of the STIR and transfer chapters is a cache entry
-(:mod:`stir_lib.cache`): a trained model, an inversion, a transfer. Each is described
-here by a frozen dataclass that names its inputs, not their tensors:
-
-* :class:`Data`: a data set by name, split, subset size and seed;
-* :class:`Train`: a model trained from an architecture, keyword arguments, a
-  :class:`~stir_lib.training.TrainConfig` and a :class:`Data` (optionally starting from
-  another :class:`Train`'s weights);
-* :class:`Invert`: the IRIs of a :class:`Train` model for a :class:`Data` of images;
-* :class:`Transfer` (in :mod:`stir_lib.transfer`): a source transferred to a task.
-
-Each job knows its cache key (``key()``, computable before anything is trained, because
-a dependent job is keyed by its dependency's key, not its weights), whether it is cached
-(``cached()``), what it depends on (``deps()``), a rough cost in floating-point
-operations (``flops()``) and how to compute itself (``run(device)``), which goes
-through the same library call a notebook makes, so the entry it writes is the one the
-notebook reads. A chapter's plan (``stir_lib.chapters.<chapter>.plan``) lists them; the
-notebook builds its zoo from the same functions, so the two cannot drift apart.
-:func:`levels` orders a plan so that every job comes after what it needs;
-:mod:`stir_lib.cluster` runs plans on a SLURM cluster or as local processes.
-"""
+"""Jobs that produce data, trained models and inversions: :class:`Data`, :class:`Train`,
+:class:`Snapshot` and :class:`Invert`."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
-from torch import nn
 
-from . import cache, data
-from .models import create_model
-from .training import TrainConfig, model_key, trained_model
-from .validation import check_choice
+from .. import cache, data
+from ..models import create_model, resolve_device
+from ..training import TrainConfig, model_key, trained_model
+from ..validation import check_choice
+from ..features import resolve_layer
+from ..inversion import _DEFAULTS, inversion_key, invert
+from ..training import TrainedModel
+from .base import _key, macs_per_example
 
-__all__ = ["Data", "Train", "Snapshot", "Invert", "levels", "missing", "run_job", "macs_per_example",
-           "DATASETS"]
+__all__ = ["Data", "Train", "Snapshot", "Invert", "DATASETS"]
 
-DATASETS = ("mnist", "fashion-mnist", "cifar10")
+DATASETS = ("mnist", "fashion-mnist", "cifar10")   # the registered sets (stir_lib.data) jobs use
 _SIZES = {"mnist": {"train": 60000, "test": 10000}, "fashion-mnist": {"train": 60000, "test": 10000},
           "cifar10": {"train": 50000, "test": 10000}}
 
 
 @lru_cache(maxsize=8)
 def _load(name: str, split: str, root: str | None, verify: bool):
-    if name == "mnist":
-        return data.mnist(split, root)
-    if name == "fashion-mnist":
-        return data.fashion_mnist(split, root)
-    return data.cifar10(split, root, verify=verify)
+    return data.load(name, split, root, verify=verify)
 
 
 @dataclass(frozen=True)
@@ -117,28 +93,6 @@ class Data:
             return n
 
 
-def macs_per_example(arch: str, kwargs: tuple = ()) -> int:
-    """Multiply-accumulates of one forward pass of a registry model (convolutions and
-    linear layers), counted by forward hooks on one dummy input."""
-    model = create_model(arch, **dict(kwargs))
-    total = [0]
-
-    def hook(module, inputs, output):
-        if isinstance(module, nn.Conv2d):
-            k = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-            total[0] += output.numel() * k
-        elif isinstance(module, nn.Linear):
-            total[0] += output.numel() * module.in_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, *model.input_shape))
-    for h in handles:
-        h.remove()
-    return total[0]
-
-
 @dataclass(frozen=True)
 class Train:
     """A model of the registry trained as ``config`` says on ``data`` (see
@@ -192,11 +146,6 @@ class Train:
                 f"{self.data.count()} {self.data.name} images{extra}")
 
 
-@lru_cache(maxsize=4096)
-def _key(job) -> str:
-    return cache.config_key(job.kind, job.key_config())
-
-
 @dataclass(frozen=True)
 class Snapshot:
     """The weights of a :class:`Train` run after ``epoch`` epochs (one of its
@@ -237,8 +186,6 @@ class Snapshot:
         return 0.0
 
     def run(self, device=None, progress=None):
-        from .models import resolve_device
-        from .training import TrainedModel
         trained = self.train.run(device, progress)
         model = create_model(self.arch, **dict(self.kwargs))
         model.load_state_dict(trained.history["snapshots"][self.epoch])
@@ -268,15 +215,12 @@ class Invert:
     kind = "inversion"
 
     def _resolved(self):
-        from .inversion import _DEFAULTS
-        from .features import resolve_layer
         d_steps, d_size = _DEFAULTS[self.method]
         layer = resolve_layer(create_model(self.model.arch, **dict(self.model.kwargs)), self.layer)
         return (layer, d_steps if self.steps is None else self.steps,
                 float(d_size if self.step_size is None else self.step_size))
 
     def key_config(self) -> dict:
-        from .inversion import inversion_key
         layer, steps, step_size = self._resolved()
         return inversion_key(f"model:{self.model.key()}", self.X.images, layer,
                              spatial=self.spatial, method=self.method, steps=steps,
@@ -298,7 +242,6 @@ class Invert:
         return 6.0 * macs_per_example(self.model.arch, self.model.kwargs) * steps * self.X.count()
 
     def run(self, device=None, progress=None):
-        from .inversion import invert
         model = self.model.run(device, progress).model
         return invert(model, self.X.images, self.layer, method=self.method, steps=self.steps,
                       step_size=self.step_size, seed=self.seed, seed_kind=self.seed_kind,
@@ -310,99 +253,3 @@ class Invert:
                 f"images, {self.method} {steps} steps, seed {self.seed}")
 
 
-def _unique(jobs) -> list:
-    seen, out = set(), []
-    for j in jobs:
-        k = (j.kind, j.key())
-        if k not in seen:
-            seen.add(k)
-            out.append(j)
-    return out
-
-
-def levels(jobs) -> list[list]:
-    """The jobs and everything they depend on, in waves: every job's dependencies are in
-    earlier waves. Duplicates (the same cache entry) appear once."""
-    everything, stack = {}, list(jobs)
-    while stack:
-        j = stack.pop()
-        k = (j.kind, j.key())
-        if k in everything:
-            continue
-        everything[k] = j
-        stack.extend(j.deps())
-    depth: dict = {}
-
-    def level(j) -> int:
-        k = (j.kind, j.key())
-        if k not in depth:
-            depth[k] = 1 + max((level(d) for d in j.deps()), default=-1)
-        return depth[k]
-
-    waves: list[list] = []
-    for k, j in everything.items():
-        lv = level(j)
-        while len(waves) <= lv:
-            waves.append([])
-        waves[lv].append(j)
-    order = {k: i for i, k in enumerate(everything)}
-    return [sorted(w, key=lambda j: order[(j.kind, j.key())]) for w in waves]
-
-
-def missing(jobs) -> list:
-    """The jobs (and dependencies) whose cache entries are absent, in dependency order."""
-    return [j for wave in levels(jobs) for j in wave if not j.cached()]
-
-
-def run_job(job, device="auto", progress=False) -> str:
-    """Compute one job's cache entry (the function a cluster job runs); returns its key.
-
-    ``device="auto"``: CUDA when the worker has a GPU, else the CPU.
-    """
-    job.run(device, progress)
-    return job.key()
-
-
-def describe_plan(jobs, flops_per_second: float) -> list[dict]:
-    """One row per job: wave, kind, description, cached (None: unknown, the data are not on
-    this machine), estimated FLOPs and seconds at ``flops_per_second``.
-
-    Without the data the waves cannot be computed (keys need the data's fingerprints);
-    the jobs are then listed in plan order, dependencies first, as wave None.
-    """
-    try:
-        waves = list(enumerate(levels(jobs)))
-    except Exception:  # noqa: BLE001 - no data: list without keys
-        seen, flat = set(), []
-        def add(j):
-            for d in j.deps():
-                add(d)
-            if j not in seen:
-                seen.add(j)
-                flat.append(j)
-        for j in jobs:
-            add(j)
-        waves = [(None, flat)]
-    rows = []
-    for wave, js in waves:
-        for j in js:
-            try:
-                done, key = j.cached(), j.key()
-            except Exception:  # noqa: BLE001
-                done, key = None, None
-            f = j.flops()
-            rows.append({"wave": wave, "kind": j.kind, "job": j.describe(), "cached": done,
-                         "key": key, "flops": f, "seconds": 0.0 if done else f / flops_per_second})
-    return rows
-
-
-def fmt_flops(f: float) -> str:
-    if f <= 0:
-        return "0"
-    e = int(math.floor(math.log10(f) / 3))
-    return f"{f / 10 ** (3 * e):.3g}{['', 'K', 'M', 'G', 'T', 'P', 'E'][max(0, min(e, 6))]}"
-
-
-def config_dict(job) -> dict:
-    """The job's fields as plain data (for logs)."""
-    return asdict(job)

@@ -1,0 +1,130 @@
+"""The Lipschitz chapter (Szegedy et al. 2014, section 4.3 and Table 5, claim S7): its
+presets, networks, the runner-up attack it probes with, the paper's Table 5 and the claim
+rules.
+
+Its networks are the other chapters' own: the conv net of the units chapter
+(:func:`stir_lib.chapters.units.convnet_config`) and the sigmoid MLPs of the blind-spots
+chapter (:func:`stir_lib.chapters.blind_spots.mlp_config`), so they share cache entries by
+construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import MappingProxyType
+
+import numpy as np
+import pandas as pd
+
+from ..data import mnist, subset
+from ..models import resolve_device
+from ..scales import choose_scale
+from ..training import TrainConfig, trained_model
+from ..verdicts import Estimate, Verdict, not_tested, sign_rule
+from .blind_spots import mlp_config, targeted_attack
+from .units import convnet_config
+
+__all__ = ["PRESETS", "settings", "load_data", "networks", "convnet", "runner_up_attack",
+           "SZEGEDY_T5", "SOURCES", "s7_first_layer", "s7_alexnet"]
+
+PRESETS = {
+    # training images (None: all), conv-net epochs, MLP epochs, adversarial-training images
+    # and epochs, probed test images, power iterations, the attack's c search and L-BFGS
+    # iterations
+    "smoke": dict(n_train=2000, epochs=1, mlp_epochs=1, n_adv_train=1000, adv_epochs=1,
+                  n_probe=16, power_iters=10, search_steps=3, max_iter=30),
+    "ci": dict(n_train=None, epochs=2, mlp_epochs=20, n_adv_train=10000, adv_epochs=2,
+               n_probe=100, power_iters=30, search_steps=6, max_iter=100),
+    "paper": dict(n_train=None, epochs=10, mlp_epochs=60, n_adv_train=None, adv_epochs=10,
+                  n_probe=1000, power_iters=50, search_steps=10, max_iter=200),
+}
+
+
+def settings(scale: str, **overrides) -> dict:
+    """The scale's settings with the notebook's ``overrides`` applied."""
+    return choose_scale(scale, PRESETS, **overrides)
+
+
+def load_data(S, seed: int) -> dict:
+    """MNIST's training set (a subset where the scale asks), the adversarial-training
+    share of it, and the test set."""
+    x_train, y_train = mnist("train")
+    x_test, y_test = mnist("test")
+    if S["n_train"]:
+        x_train, y_train = subset(x_train, y_train, S["n_train"], seed)
+    x_adv, y_adv = subset(x_train, y_train, S["n_adv_train"], seed)
+    return dict(train=(x_train, y_train), adv_train=(x_adv, y_adv), test=(x_test, y_test))
+
+
+def convnet(S, D, seed: int, device=None):
+    """The units chapter's conv net with ``seed``, trained or loaded."""
+    return trained_model("convnet", *D["train"], convnet_config(S["epochs"], seed),
+                         device=resolve_device(device)).model
+
+
+def networks(S, D, seed: int, device=None) -> dict:
+    """The four networks of the chapter: the conv net, the same adversarially trained (L2
+    PGD, radius 1.5, 3 steps), and the blind-spots chapter's FC100-100-10 and FC200-200-10."""
+    dev = resolve_device(device)
+    adv = TrainConfig(epochs=S["adv_epochs"], seed=seed, loss="pgd-at", adv_norm="l2",
+                      adv_eps=1.5, adv_steps=3)
+    return {
+        "convnet": convnet(S, D, seed, dev),
+        "convnet, adversarially trained": trained_model("convnet", *D["adv_train"], adv,
+                                                        device=dev).model,
+        "FC100-100-10": trained_model("fc100-100-10", *D["train"],
+                                      mlp_config(S["mlp_epochs"], seed), device=dev).model,
+        "FC200-200-10": trained_model("fc200-200-10", *D["train"],
+                                      mlp_config(S["mlp_epochs"], seed), device=dev).model,
+    }
+
+
+def runner_up_attack(S, model, x):
+    """Minimum-distortion L-BFGS examples towards each image's runner-up class, at the
+    scale's settings (the blind-spots chapter's attack)."""
+    return targeted_attack(model, x, search_steps=S["search_steps"], max_iter=S["max_iter"],
+                           progress=False)
+
+
+# ----------------------------------------------------------------------------- the paper
+#: Table 5 (v): AlexNet's per-layer upper bounds; layer shapes (?).
+SZEGEDY_T5 = pd.DataFrame({
+    "layer": ["Conv. 1", "Conv. 2", "Conv. 3", "Conv. 4", "Conv. 5", "FC1", "FC2", "FC3"],
+    "shape": ["3x11x11x96 /4", "96x5x5x256", "256x3x3x384", "384x3x3x384", "384x3x3x256",
+              "9216x4096", "4096x4096", "4096x1000"],
+    "upper bound": [2.75, 10, 7, 7.5, 11, 3.12, 4, 4]})
+
+#: Where each claim's paper value is.
+SOURCES = MappingProxyType({
+    "S7": "Szegedy et al. 2014, section 4.3 and Table 5",
+})
+
+
+# ----------------------------------------------------------------------------- claim rules
+def s7_first_layer(gain_above_one: Estimate) -> Verdict:
+    """S7 (first layers): instability can start in the first layer.
+
+    Quantity: the largest observed gain ||phi_1(x + r) - phi_1(x)|| / ||r|| of the first
+    stage along the attack's adversarial perturbations, minus 1, one value per trained
+    conv net (seed): a measured amplification, not the bound (which is > 1 for almost any
+    layer). Paper: Conv. 1's bound 2.75 (Table 5), no observed gain. :func:`sign_rule`.
+    """
+    return sign_rule(gain_above_one, what="first-stage gain - 1")
+
+
+def s7_alexnet(ratios: Sequence[float] | None) -> Verdict:
+    """S7 (Table 5): AlexNet's per-layer upper bounds.
+
+    Quantity: our bound of each of the 8 conv/FC layers divided by the paper's (Table 5),
+    for torchvision's pretrained AlexNet. *Reproduced*: every ratio in [2/3, 1.5];
+    *partly*: in [1/3, 3]; else not. No weights: not tested.
+    """
+    if ratios is None:
+        return not_tested("no AlexNet ImageNet weights in this build (nothing is downloaded)")
+    r = np.asarray(list(ratios), float)
+    where = f"ratios ours / paper's {', '.join(f'{v:.2f}' for v in r)}"
+    if ((r >= 2 / 3) & (r <= 1.5)).all():
+        return Verdict("reproduced", f"{where}: all within [2/3, 1.5]")
+    if ((r >= 1 / 3) & (r <= 3)).all():
+        return Verdict("partly", f"{where}: all within [1/3, 3]")
+    return Verdict("not reproduced", f"{where}: some outside [1/3, 3]")

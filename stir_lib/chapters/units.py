@@ -1,0 +1,84 @@
+"""The units-vs-random-directions chapter (Szegedy et al. 2014, section 3, claim S1): its
+presets, data, networks, the paper's source and the claim rule.
+
+The conv net trained here (:func:`convnet_config`) is also the Lipschitz chapter's, so the
+two chapters share its cache entries by construction, not by equal settings.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from ..data import mnist, subset
+from ..models import resolve_device
+from ..scales import choose_scale
+from ..training import TrainConfig, trained_model
+from ..verdicts import Estimate, Verdict, equivalence_rule
+
+__all__ = ["PRESETS", "settings", "convnet_config", "load_data", "networks", "SOURCES",
+           "s1_units_vs_random", "JUDGE_SEED_OFFSET"]
+
+PRESETS = {
+    # training images (None: all) and epochs of the conv nets, held-out images (None: the
+    # test set), random directions, bootstrap resamples, independently trained networks
+    # whose units are scored
+    "smoke": dict(n_train=2000, epochs=1, n_held_out=1000, n_random=40, n_boot=200, n_nets=2),
+    "ci": dict(n_train=None, epochs=2, n_held_out=None, n_random=128, n_boot=2000, n_nets=3),
+    "paper": dict(n_train=None, epochs=10, n_held_out=None, n_random=1000, n_boot=10000,
+                  n_nets=5),
+}
+JUDGE_SEED_OFFSET = 100   # the independent judge network's seed: seed + 100
+
+
+def settings(scale: str, **overrides) -> dict:
+    """The scale's settings with the notebook's ``overrides`` applied."""
+    return choose_scale(scale, PRESETS, **overrides)
+
+
+def convnet_config(epochs: int, seed: int) -> TrainConfig:
+    """The conv net's recipe (Adam, lr 1e-3, batches of 128: the library's defaults)."""
+    return TrainConfig(epochs=epochs, seed=seed)
+
+
+def load_data(S, seed: int) -> dict:
+    """MNIST's training set and the held-out set (subsets where the scale asks for them)."""
+    x_train, y_train = mnist("train")
+    x_test, y_test = mnist("test")
+    if S["n_train"]:
+        x_train, y_train = subset(x_train, y_train, S["n_train"], seed)
+    if S["n_held_out"]:
+        x_test, y_test = subset(x_test, y_test, S["n_held_out"], seed)
+    return dict(train=(x_train, y_train), test=(x_test, y_test))
+
+
+def networks(S, D, seed: int, device=None) -> tuple[list, object]:
+    """The ``n_nets`` scored conv nets (seeds ``seed``, ``seed + 1``, ...) and the judge
+    (seed ``seed + 100``), trained or loaded, on ``device``."""
+    dev = resolve_device(device)
+    x, y = D["train"]
+    nets = [trained_model("convnet", x, y, convnet_config(S["epochs"], seed + i), device=dev).model
+            for i in range(S["n_nets"])]
+    judge = trained_model("convnet", x, y, convnet_config(S["epochs"], seed + JUDGE_SEED_OFFSET),
+                          device=dev).model
+    return nets, judge
+
+
+# ----------------------------------------------------------------------------- the paper
+#: Where each claim's paper value is.
+SOURCES = MappingProxyType({
+    "S1": "Szegedy et al. 2014, section 3, Figures 1-2 (no number)",
+})
+
+
+# ----------------------------------------------------------------------------- claim rule
+def s1_units_vs_random(purity_difference: Estimate, margin: float = 0.1) -> Verdict:
+    """S1: units are no more semantically coherent than random directions.
+
+    Quantity: mean label purity of the top-k held-out images along each unit minus along
+    each random direction, one value per independently trained network (seed). The paper
+    reports no number ("equally coherent", Figures 1-2), i.e. a difference of 0.
+    Equivalence margin ±0.1 of purity (a tenth of its scale, visible by eye): reproduced
+    when the 95 % interval over seeds lies inside it (see :func:`equivalence_rule`).
+    """
+    return equivalence_rule(purity_difference, margin,
+                            what="purity difference, units - random directions")
