@@ -311,9 +311,11 @@ def test_installed_mathjax_is_the_pinned_release():
 @needs_chromium
 def test_cli_checks_the_pages_of_the_toc_and_exits_1_naming_the_problem(tmp_path, capsys):
     pages = paths.toc_pages(ROOT)
-    for name in pages:
+    stamp = '<div class="build-stamp">Built from commit <code>abc</code></div>'
+    for name in pages:   # the chapters' pages carry the runner's build stamp
         (tmp_path / f"{name}.html").parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / f"{name}.html").write_text(_page(f"<h1>{name}</h1>"))
+        (tmp_path / f"{name}.html").write_text(_page(
+            f"<h1>{name}</h1>" + (stamp if name.startswith("notebooks/") else "")))
     shots = tmp_path / "shots"
     site.main(["check", "--site", str(tmp_path), "--screenshots", str(shots)])
     assert f"{len(pages)} pages ok" in capsys.readouterr().out
@@ -323,3 +325,8 @@ def test_cli_checks_the_pages_of_the_toc_and_exits_1_naming_the_problem(tmp_path
         site.main(["check", "--site", str(tmp_path), "--screenshots", str(shots)])
     assert f"check FAILED on 1 of {len(pages)} page(s)" in str(failed.value)
     assert f"{pages[-1]}:\n    - unrendered math \\(" in str(failed.value)
+    (tmp_path / f"{pages[-1]}.html").write_text(_page("<h1>fixed</h1>"))
+    (tmp_path / "notebooks" / "transfer.html").write_text(_page("<h1>no stamp</h1>"))
+    with pytest.raises(SystemExit) as failed:   # a chapter page without its stamp fails
+        site.main(["check", "--site", str(tmp_path), "--screenshots", str(shots)])
+    assert "notebooks/transfer:\n    - no build stamp" in str(failed.value)

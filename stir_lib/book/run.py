@@ -117,12 +117,16 @@ def check_parameters(name: str, declared: dict[str, str], params: dict, scale: s
 
 
 def repository(root: Path) -> tuple[str, str]:
-    """``_config.yml``'s ``repository`` (url, branch): ("", "main") when no url is set."""
+    """The repository the pages link to, (url, branch): ``$STIR_REPOSITORY_URL`` if set (the
+    publishing workflow sets it), else ``_config.yml``'s ``repository``; ("", "main") when
+    neither names one."""
     import yaml
 
-    config = yaml.safe_load((root / "_config.yml").read_text()) or {}
+    path = root / "_config.yml"
+    config = (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}
     repo = config.get("repository") or {}
-    return str(repo.get("url") or "").rstrip("/"), str(repo.get("branch") or "main")
+    url = os.environ.get("STIR_REPOSITORY_URL") or str(repo.get("url") or "")
+    return url.rstrip("/"), str(repo.get("branch") or "main")
 
 
 def commit_of(root: Path) -> tuple[str, bool]:
