@@ -305,11 +305,11 @@ def test_parameters_are_checked_against_the_real_notebooks():
 def test_each_executed_page_says_what_built_it(good_run):
     _, build, _, _ = good_run
     nb = nbformat.read(build / "executed" / "notebooks" / "good.ipynb", as_version=4)
-    stamps = [i for i, c in enumerate(nb.cells) if "build-stamp" in c.metadata.get("tags", [])]
-    assert len(stamps) == 1
-    first_md = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
-    assert stamps[0] == first_md + 1 and nb.cells[first_md].source.startswith("# A notebook")
-    text = nb.cells[stamps[0]].source
+    stamped = [c for c in nb.cells if 'class="build-stamp"' in c.source]
+    assert len(stamped) == 1 and stamped[0].cell_type == "markdown"
+    lines = stamped[0].source.split("\n")
+    assert lines[0] == "# A notebook that works" and lines[1] == ""   # right under the title
+    text = lines[2]
     assert 'class="build-stamp"' in text and "scale <b>smoke</b>" in text
     assert "CPU (" in text or "cuda" in text
     assert 'href="good.ipynb" download' in text and "source</a>" not in text   # no url set
@@ -326,3 +326,22 @@ def test_stamp_links_to_the_source_only_when_a_repository_is_set():
     assert f'href="https://github.com/o/r/blob/{"a" * 40}/notebooks/transfer.md"' in linked
     dirty = stamp_html(commit="a" * 40, dirty=True, url="https://github.com/o/r", **args)
     assert "/blob/main/notebooks/transfer.md" in dirty and "uncommitted changes" in dirty
+
+
+def test_a_second_stamp_replaces_the_first(tmp_path):
+    from stir_lib.book.run import _stamp
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title\n\nProse."),
+                                         nbformat.v4.new_code_cell("x = 1")])
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, path)
+    _stamp(path, '<div class="build-stamp">first</div>')
+    _stamp(path, '<div class="build-stamp">second</div>')
+    cells = nbformat.read(path, as_version=4).cells
+    assert cells[0].source == '# Title\n\n<div class="build-stamp">second</div>\n\nProse.'
+    assert len(cells) == 2
+    bare = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# T\nText")])
+    nbformat.write(bare, path)
+    _stamp(path, '<div class="build-stamp">s</div>')
+    assert nbformat.read(path, as_version=4).cells[0].source == \
+        '# T\n\n<div class="build-stamp">s</div>\n\nText'   # a blank line ends the HTML block

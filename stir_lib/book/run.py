@@ -177,16 +177,26 @@ def stamp_html(name: str, scale: str, device: str, commit: str, dirty: bool, url
 
 
 def _stamp(nb_path: Path, text: str) -> None:
-    """Put ``text`` (a markdown cell) right after the notebook's first markdown cell (its
-    title), replacing an earlier stamp."""
+    """Put ``text`` (one line of HTML) right under the notebook's title (its first ``# ``
+    line), replacing an earlier stamp; a notebook with no title gets it first."""
     import nbformat
 
     nb = nbformat.read(nb_path, as_version=4)
-    nb.cells = [c for c in nb.cells if "build-stamp" not in c.metadata.get("tags", [])]
-    cell = nbformat.v4.new_markdown_cell(text)
-    cell.metadata["tags"] = ["build-stamp"]
-    first = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"), -1)
-    nb.cells.insert(first + 1, cell)
+    for cell in nb.cells:   # an earlier stamp goes, with the blank line put before it
+        if cell.cell_type == "markdown" and 'class="build-stamp"' in cell.source:
+            lines = cell.source.split("\n")
+            k = next(i for i, ln in enumerate(lines) if 'class="build-stamp"' in ln)
+            cell.source = "\n".join(lines[:k - 1 if k and not lines[k - 1] else k] + lines[k + 1:])
+    for cell in nb.cells:
+        lines = cell.source.split("\n") if cell.cell_type == "markdown" else []
+        title = next((k for k, ln in enumerate(lines) if ln.startswith("# ")), None)
+        if title is not None:   # an HTML block ends at a blank line: keep one after it
+            after = lines[title + 1:]
+            cell.source = "\n".join(lines[:title + 1] + ["", text] + ([] if after and not after[0]
+                                                                      else [""]) + after)
+            break
+    else:
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(text))
     nbformat.write(nb, nb_path)
 
 
