@@ -1,0 +1,115 @@
+"""Tests against answers computed independently of the code under test: closed forms and
+SciPy. Each fails for a plausible bug that the other tests let through (a PGD step that does
+nothing, an interval with 1.96 or a wrong degrees of freedom instead of Welch's t)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from stir_lib import verdicts as V
+from stir_lib.attacks import pgd
+
+
+# ----------------------------------------------------------------------------- PGD
+def _linear_pair(seed: int = 0, side: int = 6):
+    """A two-class linear classifier on side x side grey images, and images in the middle
+    of the box (0.5) so that no pixel reaches 0 or 1 within the radii used below."""
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(side * side, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.randn(2, side * side, generator=g))
+        model[1].bias.zero_()
+    x = 0.5 + 0.05 * (torch.rand(8, 1, side, side, generator=g) - 0.5)
+    return model, x
+
+
+def _margin(model, x):
+    """logit of class 1 minus logit of class 0: the quantity the attack on label 0 raises."""
+    with torch.no_grad():
+        z = model(x)
+    return z[:, 1] - z[:, 0]
+
+
+@pytest.mark.parametrize("norm,random_start,reach", [
+    ("linf", True, 0.99), ("linf", False, 0.99), ("l2", False, 0.99),
+    # L2 from a random start: the default rule (10 steps of 2.5 eps / 10) turns the start
+    # towards v by a total arc that leaves tan(angle / 2) at no less than e^-2.5 of where it
+    # began (a start at right angles ends at least 9.4 degrees off: 98.7 % of the optimum)
+    ("l2", True, 0.95),
+])
+def test_pgd_reaches_the_closed_form_optimum_of_a_linear_model(norm, random_start, reach):
+    """For logits W x + b and label 0, cross-entropy grows with the margin v . x (v = w1 - w0),
+    so the best perturbation in the ball is eps sign(v) (L-inf: the margin grows by
+    eps ||v||_1) or eps v / ||v||_2 (L2: by eps ||v||_2). PGD with the default step rule
+    must reach that within 1 % (L2 from a random start: within the rule's own bound)."""
+    model, x = _linear_pair()
+    v = (model[1].weight[1] - model[1].weight[0]).detach()
+    eps = 0.02 if norm == "linf" else 0.3
+    best_gain = eps * (v.abs().sum() if norm == "linf" else v.norm())
+    assert float((eps * v.abs() / v.norm()).max()) < 0.4 and eps < 0.4   # the box is inactive
+    y = torch.zeros(len(x), dtype=torch.long)
+    x_adv = pgd(model, x, y, norm=norm, eps=eps, steps=10, random_start=random_start)
+    gain = _margin(model, x_adv) - _margin(model, x)
+    assert torch.all(gain >= reach * best_gain), (gain / best_gain).tolist()
+    assert torch.all(gain <= best_gain * (1 + 1e-4))          # and not beyond the ball
+    delta = (x_adv - x).flatten(1)
+    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    assert torch.all(size <= eps * (1 + 1e-5))
+
+
+def test_pgd_without_a_random_start_moves_by_its_steps_alone():
+    """No random start: the whole gain comes from the gradient steps (a step that does
+    nothing leaves the images where they are)."""
+    model, x = _linear_pair(1)
+    y = torch.zeros(len(x), dtype=torch.long)
+    x_adv = pgd(model, x, y, norm="linf", eps=0.02, steps=10, random_start=False)
+    v = (model[1].weight[1] - model[1].weight[0]).detach()
+    gain = _margin(model, x_adv) - _margin(model, x)
+    assert torch.all(gain >= 0.99 * 0.02 * v.abs().sum())
+
+
+def test_targeted_pgd_moves_towards_the_target():
+    model, x = _linear_pair(2)
+    target = torch.ones(len(x), dtype=torch.long)      # raise class 1's logit over class 0's
+    x_adv = pgd(model, x, target, norm="l2", eps=0.3, steps=10, targeted=True, random_start=False)
+    v = (model[1].weight[1] - model[1].weight[0]).detach()
+    gain = _margin(model, x_adv) - _margin(model, x)
+    assert torch.all(gain >= 0.99 * 0.3 * v.norm())
+
+
+# ----------------------------------------------------------------------------- intervals
+def test_welch_interval_equals_scipys_with_unequal_variances_and_sizes():
+    a = [0.91, 0.93, 0.90, 0.95, 0.97]
+    b = [0.80, 0.86, 0.79]
+    est = V.welch(a, b)
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert est.mean == pytest.approx(np.mean(a) - np.mean(b), abs=1e-12)
+    assert est.low == pytest.approx(ci.low, rel=1e-9)
+    assert est.high == pytest.approx(ci.high, rel=1e-9)
+
+
+def test_paired_and_over_seeds_intervals_equal_scipys():
+    a = [0.61, 0.58, 0.66, 0.57]
+    b = [0.55, 0.57, 0.59, 0.50]
+    est = V.paired(a, b)
+    ci = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert (est.low, est.high) == (pytest.approx(ci.low, rel=1e-9), pytest.approx(ci.high, rel=1e-9))
+    one = V.over_seeds(a)
+    ci1 = stats.ttest_1samp(a, 0.0).confidence_interval(0.95)
+    assert (one.low, one.high) == (pytest.approx(ci1.low, rel=1e-9), pytest.approx(ci1.high, rel=1e-9))
+
+
+def test_spearman_equals_scipys_and_is_zero_for_a_constant_series():
+    x, y = [1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 1.0, 4.0, 3.0, 5.0]
+    assert V.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert V.spearman([1.0, 1.0, 1.0], y[:3]) == 0.0
+
+
+def test_over_seeds_or_infinite():
+    assert V.over_seeds_or_infinite([1.0, 2.0, 3.0]) == V.over_seeds([1.0, 2.0, 3.0])
+    est = V.over_seeds_or_infinite([1.0, float("inf"), 3.0])
+    assert est.mean == float("inf") and not est.measured and est.n == 3
