@@ -122,6 +122,40 @@ def test_transfer_results_are_cached(tiny_task, fresh_cache, monkeypatch):
         fixed_feature(source, tiny_task, **{**FAST, "use_cache": True})
 
 
+def test_fine_tune_keeps_the_network_chosen_on_validation_not_the_last_one():
+    """A separable task where one rate wins: the good rate comes first and a rate too small
+    to learn comes last, so a fine-tune that kept the last network would return a model
+    whose accuracy is not the one it reports."""
+    g = torch.Generator().manual_seed(1)
+
+    def split(n):
+        y = torch.arange(n) % 2
+        x = 0.5 + 0.1 * torch.randn(n, 1, 3, 3, generator=g)
+        x[:, 0, 1, 1] = 0.2 + 0.6 * y
+        return x.clamp(0, 1), y
+
+    task = Task("separable", *split(60), *split(20), *split(40), num_classes=2)
+    torch.manual_seed(0)
+    body = ImageModel([("flatten", nn.Flatten())], nn.Linear(9, 3), (1, 3, 3))
+    result = fine_tune(body, task, lrs=(0.5, 1e-7), epochs=40, lr_step=None, batch_size=16,
+                       use_cache=False)
+    assert result.lr == 0.5 and result.val_acc[0.5] > result.val_acc[1e-7]
+    assert accuracy(result.model, task.x_test, task.y_test) == pytest.approx(result.test_acc)
+    assert result.test_acc == 1.0
+
+
+def test_augmentation_changes_what_fine_tuning_learns(tiny_task):
+    """augment=True trains on fresh crops and flips: same seed, other weights."""
+    model = create_model("convnet", channels=(2, 2), hidden=4, num_classes=5)
+    plain = fine_tune(model, tiny_task, **FAST)
+    crops = fine_tune(model, tiny_task, **{**FAST, "augment": True})
+    assert plain.hparams["augment"] is False and crops.hparams["augment"] is True
+    differ = [not torch.equal(a, b) for a, b in zip(plain.model.state_dict().values(),
+                                                   crops.model.state_dict().values())
+              if a.is_floating_point()]
+    assert any(differ)
+
+
 def test_fixed_feature_separable_features_reach_100_percent():
     """Closed form: an identity body (flattened pixels) and two classes separated by one
     pixel, 0.8 vs 0.2, under noise on the others: a linear head must be perfect."""
