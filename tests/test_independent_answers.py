@@ -113,3 +113,61 @@ def test_over_seeds_or_infinite():
     assert V.over_seeds_or_infinite([1.0, 2.0, 3.0]) == V.over_seeds([1.0, 2.0, 3.0])
     est = V.over_seeds_or_infinite([1.0, float("inf"), 3.0])
     assert est.mean == float("inf") and not est.measured and est.n == 3
+
+
+# ----------------------------------------------------------------------------- training losses
+def _losses_setup(monkeypatch):
+    """A fixed linear 3-class model on 2x2 images, a batch, and the attack replaced by a fixed
+    perturbation, so each loss can be written out by hand in numpy."""
+    from stir_lib import training
+
+    g = torch.Generator().manual_seed(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.randn(3, 4, generator=g))
+        model[1].bias.copy_(torch.randn(3, generator=g))
+    x = torch.rand(5, 1, 2, 2, generator=g)
+    y = torch.tensor([0, 1, 2, 1, 0])
+    delta = 0.2 * (torch.rand(5, 1, 2, 2, generator=g) - 0.5)
+    monkeypatch.setattr(training, "pgd", lambda model, xb, yb, **kw: (xb + delta).clamp(0, 1))
+    W = model[1].weight.detach().double().numpy()
+    b = model[1].bias.detach().double().numpy()
+
+    def probs(images):
+        z = images.flatten(1).double().numpy() @ W.T + b
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    p, q = probs(x), probs((x + delta).clamp(0, 1))       # clean, adversarial
+    return training, model, x, y, p, q
+
+
+def test_trades_loss_is_its_formula(monkeypatch):
+    """TRADES (Zhang et al. 2019): CE(f(x), y) + beta * mean KL(p(x) || p(x_adv))."""
+    training, model, x, y, p, q = _losses_setup(monkeypatch)
+    cfg = training.TrainConfig(loss="trades", adv_eps=0.1, adv_steps=1, beta=6.0)
+    got = float(training._adv_loss(model, x, y, cfg, 0).detach())
+    n = np.arange(len(y))
+    ce = -np.log(p[n, y]).mean()
+    kl = (p * (np.log(p) - np.log(q))).sum(1).mean()
+    assert got == pytest.approx(ce + 6.0 * kl, rel=1e-5)
+    assert kl > 1e-3          # the robust term is really there (the fixture's delta moves p)
+    reversed_kl = (q * (np.log(q) - np.log(p))).sum(1).mean()
+    assert abs((ce + 6.0 * reversed_kl) - got) > 1e-4   # the KL's direction is told apart
+
+
+def test_mart_loss_is_its_formula(monkeypatch):
+    """MART (Wang et al. 2020): BCE(p(x_adv), y) + beta * mean KL(p(x) || p(x_adv)) (1 - p_y(x)),
+    BCE = CE(f(x_adv), y) - log(1.0001 - max_{k != y} p_k(x_adv))."""
+    training, model, x, y, p, q = _losses_setup(monkeypatch)
+    cfg = training.TrainConfig(loss="mart", adv_eps=0.1, adv_steps=1, beta=6.0)
+    got = float(training._adv_loss(model, x, y, cfg, 0).detach())
+    n = np.arange(len(y))
+    other = q.copy()
+    other[n, y] = 0.0
+    bce = -np.log(q[n, y]).mean() - np.log(1.0001 - other.max(1)).mean()
+    kl = (p * (np.log(p) - np.log(q + 1e-12))).sum(1)          # the code guards log(0) with 1e-12
+    want = bce + 6.0 * (kl * (1.0 - p[n, y])).mean()
+    assert got == pytest.approx(want, rel=1e-5)
+    unweighted = bce + 6.0 * kl.mean()
+    assert abs(unweighted - got) > 1e-4        # the (1 - p_y) weight is told apart
