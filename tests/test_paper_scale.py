@@ -20,7 +20,7 @@ from test_data_paper import CIFAR10_NAMES, py2_pickle
 from test_transfer import robustness_checkpoint
 
 import torchvision.models as tv_models
-from stir_lib.results import VERDICTS
+from test_notebooks import CLAIMS
 
 ROOT = Path(__file__).resolve().parents[1]
 PER_BATCH = 30  # images in each of the five training batches and in the test batch
@@ -61,8 +61,9 @@ def run_chapter(name: str, tmp_path: Path, **params):
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     data = json.loads((tmp_path / "results" / f"{name}.json").read_text())
     assert data["scale"] == "paper" and data["claims"]
+    assert {c["claim"] for c in data["claims"]} == CLAIMS[name]
     for claim in data["claims"]:
-        assert claim["verdict"] in VERDICTS, claim
+        assert claim["paper"] and claim["ours"] and claim["reason"], claim
     return data
 
 
