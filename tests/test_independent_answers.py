@@ -171,3 +171,37 @@ def test_mart_loss_is_its_formula(monkeypatch):
     assert got == pytest.approx(want, rel=1e-5)
     unweighted = bce + 6.0 * kl.mean()
     assert abs(unweighted - got) > 1e-4        # the (1 - p_y) weight is told apart
+
+
+# ----------------------------------------------------------------------------- inversion
+def test_reference_inversion_takes_the_papers_normalised_step_of_0_5():
+    """Nanda et al.'s procedure, one step written out: for a linear representation A z the
+    relative distance ||A (z - x)|| / ||A x|| has the gradient direction A^T A (z - x), so
+    one step from z0 lands at clamp(z0 - 0.5 u), u that direction normalised per image
+    (L2 over the image). A halved or unnormalised step lands elsewhere."""
+    from stir_lib.inversion import _DEFAULTS, invert
+
+    assert _DEFAULTS["reference"] == (1000, 0.5)       # the paper: 1,000 steps of L2 size 0.5
+    g = torch.Generator().manual_seed(4)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 6, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.randn(6, 16, generator=g))
+    x = 0.25 + 0.5 * torch.rand(3, 1, 4, 4, generator=g)
+    z0 = 0.25 + 0.5 * torch.rand(3, 1, 4, 4, generator=g)   # far from x: the step helps
+    A = model[1].weight.detach().double()
+    r = (z0 - x).flatten(1).double()
+    direction = r @ A.T @ A
+    u = direction / direction.norm(dim=1, keepdim=True)
+    z1 = (z0.flatten(1).double() - 0.5 * u).clamp(0, 1)
+
+    def dist(z):   # the relative representation distance of eq. (1)
+        return ((z - x.flatten(1).double()) @ A.T).norm(dim=1) / (x.flatten(1).double() @ A.T).norm(dim=1)
+
+    # each image keeps its best iterate: the step where it lowered the distance, else z0
+    better = dist(z1) < dist(z0.flatten(1).double())
+    assert better.any() and (~better).any()    # both cases occur in this fixture
+    want = torch.where(better[:, None], z1, z0.flatten(1).double()).view_as(z0).float()
+    got = invert(model, x, "output", method="reference", steps=1, start=z0)   # default step
+    assert torch.allclose(got.x_prime, want, atol=1e-5)
+    moved = (got.x_prime - z0).flatten(1).norm(dim=1)
+    assert moved[better].tolist() == pytest.approx([0.5] * int(better.sum()), abs=1e-4)
