@@ -1,30 +1,16 @@
-"""Every claim rule (stir_lib.chapters.<chapter>: S1-S7, N1-N7, R1-R5) can return each of
-its verdicts, and returns the right one.
-
-For each rule: the paper's own numbers (with their reported spreads) give "reproduced";
-a null input (identical groups, an effect of zero with the measured noise, a shuffled
-order) gives "not reproduced"; inputs just inside and just outside each threshold give
-the neighbouring verdicts; an absent premise gives "not tested". The tests assert the
-verdict itself.
+"""The claim rules of the chapters (stir_lib.chapters.<chapter>: S1-S7, N1-N7, R1-R5), each
+driven to the verdicts it can give: the paper's own numbers give "reproduced", null inputs
+"not reproduced", inputs around each threshold the neighbouring verdicts, an absent premise
+"not tested" (the same scheme as tests/test_verdicts.py, whose helpers build the inputs).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from test_verdicts import est, seeds
 
 from stir_lib import verdicts as V
 from stir_lib.chapters import blind_spots as Z, lipschitz as L, stir as C, transfer as T, units as U
-
-
-def seeds(mean, sd=0.01, n=3):
-    """n per-seed values with exactly this mean and sample sd."""
-    base = np.array([-1.0, 0.0, 1.0]) if n == 3 else np.linspace(-1, 1, n)
-    base = base / base.std(ddof=1)
-    return (mean + sd * base).tolist()
-
-
-def est(mean, half_width):
-    return V.Estimate(mean, half_width, 3)
 
 
 # ----------------------------------------------------------------------------- Szegedy et al.
