@@ -34,8 +34,8 @@ from . import threads
 
 from .validation import check_choice, check_finite, check_matrix_pair, check_positive, check_tensor
 
-__all__ = ["MinibatchCKA", "debiased_cka", "hsic_unbiased", "linear_cka", "minibatch_cka",
-           "rbf_cka", "FORMS"]
+__all__ = ["LinearCKASums", "MinibatchCKA", "debiased_cka", "hsic_unbiased", "linear_cka",
+           "minibatch_cka", "rbf_cka", "FORMS"]
 
 FORMS = ("auto", "feature", "gram")
 
@@ -464,6 +464,77 @@ def debiased_cka(X, Y, *, form: str = "auto") -> float:
     """
     Xc, Yc = _prepare(X, Y, min_rows=4, why="for the unbiased HSIC (n > 3)")
     return _cka_from_hsic(*_unbiased_hsic_terms(Xc, Yc, form))
+
+
+class LinearCKASums:
+    """Linear CKA over batches, exactly: the feature form's sums, accumulated.
+
+    ``update`` adds one batch's sum of rows and its cross-products X^T X, Y^T Y and Y^T X
+    (in float64); ``compute`` centres them (X_c^T X_c = X^T X - s_x s_x^T / n) and returns
+
+        ||Y_c^T X_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F)
+
+    which is :func:`linear_cka` of all the rows at once (to float64 rounding), whatever the
+    batches. Memory is (d1 + d2)^2 numbers, not n^2 nor n d: for many examples of layers of
+    moderate width (a penultimate layer, a pooled feature map), where the all-at-once call
+    would hold every row. Unlike :class:`MinibatchCKA`, nothing is estimated.
+
+    Example:
+        >>> sums = LinearCKASums()
+        >>> for xb, yb in batches:            # xb: (b, d1), yb: (b, d2), the same examples
+        ...     sums.update(xb, yb)
+        >>> sums.compute()
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> "LinearCKASums":
+        """Forget all batches."""
+        self.n = 0
+        self._sums: tuple[torch.Tensor, ...] | None = None   # s_x, s_y, XtX, YtY, YtX
+        return self
+
+    @torch.no_grad()
+    @threads.parallel
+    def update(self, X_batch, Y_batch) -> "LinearCKASums":
+        """Add one batch: X_batch (b, d1), Y_batch (b, d2), the same b examples in order."""
+        X = _as_tensor(X_batch, "X_batch")
+        Y = _as_tensor(Y_batch, "Y_batch")
+        if X.ndim != 2 or Y.ndim != 2 or len(X) != len(Y) or len(X) == 0:
+            raise ValueError(f"X_batch and Y_batch: expected (b, d1) and (b, d2) with the same "
+                             f"b >= 1 examples, got shapes {tuple(X.shape)} and {tuple(Y.shape)}")
+        check_finite(X, "X_batch")
+        check_finite(Y, "Y_batch")
+        X, Y = X.double(), Y.double().to(X.device)
+        terms = (X.sum(0), Y.sum(0), X.T @ X, Y.T @ Y, Y.T @ X)
+        if self._sums is None:
+            self._sums = terms
+        else:
+            if terms[2].shape != self._sums[2].shape or terms[3].shape != self._sums[3].shape:
+                raise ValueError(f"X_batch and Y_batch: expected feature sizes "
+                                 f"{(self._sums[2].shape[0], self._sums[3].shape[0])} as in "
+                                 f"earlier batches, got {(X.shape[1], Y.shape[1])}; call "
+                                 f"reset() to start a new comparison")
+            self._sums = tuple(a + b.to(a.device) for a, b in zip(self._sums, terms))
+        self.n += len(X)
+        return self
+
+    def compute(self) -> float:
+        """Linear CKA of every row added so far, as a Python float."""
+        if self._sums is None or self.n < 2:
+            raise ValueError(f"LinearCKASums: expected at least 2 examples before compute(), "
+                             f"got {self.n}; call update(X_batch, Y_batch) first")
+        sx, sy, xtx, yty, ytx = self._sums
+        n = self.n
+        cxx = xtx - torch.outer(sx, sx) / n
+        cyy = yty - torch.outer(sy, sy) / n
+        cyx = ytx - torch.outer(sy, sx) / n
+        kk, ll = float(cxx.pow(2).sum()), float(cyy.pow(2).sum())
+        if kk <= 0 or ll <= 0:
+            raise ValueError("LinearCKASums: a constant representation (all rows equal) has "
+                             "no CKA; check the layer and the inputs")
+        return float(cyx.pow(2).sum()) / math.sqrt(kk * ll)
 
 
 class MinibatchCKA:

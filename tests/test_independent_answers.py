@@ -205,3 +205,24 @@ def test_reference_inversion_takes_the_papers_normalised_step_of_0_5():
     assert torch.allclose(got.x_prime, want, atol=1e-5)
     moved = (got.x_prime - z0).flatten(1).norm(dim=1)
     assert moved[better].tolist() == pytest.approx([0.5] * int(better.sum()), abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- CKA over batches
+def test_linear_cka_sums_over_batches_equal_the_all_at_once_value():
+    from stir_lib.similarity import LinearCKASums, linear_cka
+
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(1000, 12, generator=g, dtype=torch.float64)
+    Y = X @ torch.randn(12, 7, generator=g, dtype=torch.float64) + \
+        0.5 * torch.randn(1000, 7, generator=g, dtype=torch.float64) + 3.0   # offset: centring
+    whole = linear_cka(X, Y)
+    sums = LinearCKASums()
+    for lo, hi in ((0, 1), (1, 333), (333, 640), (640, 1000)):     # uneven, one of one row
+        sums.update(X[lo:hi], Y[lo:hi])
+    assert sums.n == 1000
+    assert sums.compute() == pytest.approx(whole, rel=1e-10)
+    assert 0.1 < whole < 0.99
+    with pytest.raises(ValueError, match="feature sizes"):
+        sums.update(X[:5, :3], Y[:5])
+    with pytest.raises(ValueError, match="at least 2 examples"):
+        LinearCKASums().compute()
