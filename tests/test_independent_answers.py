@@ -209,7 +209,8 @@ def test_reference_inversion_takes_the_papers_normalised_step_of_0_5():
 
 # ----------------------------------------------------------------------------- CKA over batches
 def test_linear_cka_sums_over_batches_equal_the_all_at_once_value():
-    from stir_lib.similarity import LinearCKASums, linear_cka
+    from stir_lib.batch_cka import LinearCKASums
+    from stir_lib.similarity import linear_cka
 
     g = torch.Generator().manual_seed(5)
     X = torch.randn(1000, 12, generator=g, dtype=torch.float64)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from stir_lib.similarity import (MinibatchCKA, debiased_cka, hsic_unbiased, linear_cka,
-                                 minibatch_cka, rbf_cka)
+from stir_lib.batch_cka import MinibatchCKA, minibatch_cka
+from stir_lib.similarity import debiased_cka, hsic_unbiased, linear_cka, rbf_cka
 
 
 # ---------------------------------------------------------------- references

@@ -45,8 +45,8 @@ from ..scales import SCALES
 from .mathjax import install_mathjax
 
 __all__ = ["main", "execute", "render", "parse_overrides", "notebook_parameters",
-           "check_parameters", "plan_command", "warm_command",
-           "SUMMARY_PAGES"]
+           "check_parameters", "repository", "commit_of", "device_name", "stamp_html",
+           "plan_command", "warm_command", "SUMMARY_PAGES"]
 
 SUMMARY_PAGES = ("scorecard", "reproducibility")  # run last, whatever was selected
 
