@@ -87,6 +87,10 @@ class STIRResult:
     distance_m2: (S, N) the same on m2, behind ``m1_given_m2``.
     evaluations_m1, evaluations_m2: (S, N) model evaluations per sample.
     seeds, layer1, layer2, method, seed_kind, n: how it was computed (n = |X|).
+    iris_m1, iris_m2: with ``stir(..., return_iris=True)``, the IRIs of m1 and of m2, a
+        (S, N, ...) tensor each (one slice per seed, on the CPU); else None.
+
+    :meth:`save` writes it to a file and :meth:`load` reads it back, equal field by field.
     """
     m2_given_m1: Score
     m1_given_m2: Score
@@ -101,6 +105,30 @@ class STIRResult:
     method: str
     seed_kind: str
     n: int
+    iris_m1: torch.Tensor | None = None
+    iris_m2: torch.Tensor | None = None
+
+    def save(self, path) -> None:
+        """Write every field to ``path`` (``torch.save`` of plain tensors, numbers and
+        strings; written under a temporary name, then renamed)."""
+        import os
+        from dataclasses import fields
+
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in ("m2_given_m1", "m1_given_m2", "cka"):
+            state[name] = list(state[name].values)
+        tmp = f"{path}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path) -> "STIRResult":
+        """A result written by :meth:`save` (read with ``weights_only=True``: no code runs)."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for name in ("m2_given_m1", "m1_given_m2", "cka"):
+            state[name] = Score(tuple(float(v) for v in state[name]))
+        state["seeds"] = tuple(state["seeds"])
+        return cls(**state)
 
     def summary(self) -> dict:
         """Flat dict of means and stds (and the worst mean distance), for tables."""
@@ -145,7 +173,8 @@ def stir(m1, m2, X: torch.Tensor, *, layer1: str | None = None, layer2: str | No
          steps: int | None = None, step_size: float | None = None,
          pool: torch.Tensor | None = None, cka: Callable = linear_cka,
          spatial: str = "flatten", box=(0.0, 1.0), use_cache: bool = True,
-         batch_size: int = 500, progress: bool | None = None) -> STIRResult:
+         batch_size: int = 500, progress: bool | None = None,
+         return_iris: bool = False) -> STIRResult:
     """STIR in both directions and CKA for a pair of models (Nanda et al. 2022).
 
     For each seed s: IRIs X'_1 of m1 are found from X (:func:`~stir_lib.inversion.invert`,
@@ -176,6 +205,7 @@ def stir(m1, m2, X: torch.Tensor, *, layer1: str | None = None, layer2: str | No
         use_cache: keep the inversions in the cache (:mod:`stir_lib.cache`).
         batch_size: inputs per inversion batch (memory only).
         progress: progress bars; None shows them only on a terminal.
+        return_iris: keep the IRIs in the result (``iris_m1``, ``iris_m2``).
 
     Returns:
         :class:`STIRResult`.
@@ -194,7 +224,7 @@ def stir(m1, m2, X: torch.Tensor, *, layer1: str | None = None, layer2: str | No
               spatial=spatial, box=box, use_cache=use_cache, batch_size=batch_size,
               progress=progress)
     rk = dict(spatial=spatial, box=box, batch_size=batch_size)
-    s21, s12, d1, d2, e1, e2 = [], [], [], [], [], []
+    s21, s12, d1, d2, e1, e2, i1, i2 = [], [], [], [], [], [], [], []
     with eval_mode(m1), eval_mode(m2):
         r1 = representation(m1, X, layer1, **rk)           # (N, D1)
         r2 = representation(m2, X, layer2, **rk)           # (N, D2)
@@ -209,11 +239,16 @@ def stir(m1, m2, X: torch.Tensor, *, layer1: str | None = None, layer2: str | No
             d2.append(inv2.distance)
             e1.append(inv1.evaluations)
             e2.append(inv2.evaluations)
+            if return_iris:
+                i1.append(inv1.x_prime.detach().cpu())
+                i2.append(inv2.x_prime.detach().cpu())
     return STIRResult(m2_given_m1=Score(tuple(s21)), m1_given_m2=Score(tuple(s12)),
                       cka=Score((cka_value,)), distance_m1=torch.stack(d1),
                       distance_m2=torch.stack(d2), evaluations_m1=torch.stack(e1),
                       evaluations_m2=torch.stack(e2), seeds=seeds, layer1=layer1,
-                      layer2=layer2, method=method, seed_kind=seed_kind, n=len(X))
+                      layer2=layer2, method=method, seed_kind=seed_kind, n=len(X),
+                      iris_m1=torch.stack(i1) if return_iris else None,
+                      iris_m2=torch.stack(i2) if return_iris else None)
 
 
 def stir_matrix(models: Mapping[str, object], X: torch.Tensor, *,

@@ -227,3 +227,28 @@ def test_linear_cka_sums_over_batches_equal_the_all_at_once_value():
         sums.update(X[:5, :3], Y[:5])
     with pytest.raises(ValueError, match="at least 2 examples"):
         LinearCKASums().compute()
+
+
+# ----------------------------------------------------------------------------- STIR results
+def test_stir_returns_its_iris_and_a_result_saves_and_loads_exactly(tmp_path):
+    from stir_lib.stir import STIRResult, stir
+
+    torch.manual_seed(0)
+    m1 = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    m2 = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    X = torch.rand(12, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    r = stir(m1, m2, X, seeds=(0, 1), steps=20, use_cache=False, return_iris=True)
+    assert r.iris_m1.shape == (2, 12, 1, 4, 4) and r.iris_m2.shape == (2, 12, 1, 4, 4)
+    assert not torch.equal(r.iris_m1[0], r.iris_m1[1])          # one set per seed
+    assert float(r.iris_m1.min()) >= 0 and float(r.iris_m1.max()) <= 1   # in the box
+    plain = stir(m1, m2, X, seeds=(0, 1), steps=20, use_cache=False)
+    assert plain.iris_m1 is None and plain.m2_given_m1 == r.m2_given_m1
+    path = tmp_path / "pair.pt"
+    r.save(path)
+    back = STIRResult.load(path)
+    for name in ("m2_given_m1", "m1_given_m2", "cka", "seeds", "layer1", "layer2", "method",
+                 "seed_kind", "n"):
+        assert getattr(back, name) == getattr(r, name), name
+    for name in ("distance_m1", "distance_m2", "evaluations_m1", "evaluations_m2", "iris_m1",
+                 "iris_m2"):
+        assert torch.equal(getattr(back, name), getattr(r, name)), name
