@@ -325,7 +325,7 @@ def spearman_over_seeds(x: Sequence[Sequence[float]], y: Sequence[Sequence[float
         xs, ys = np.asarray(xs, float), np.asarray(ys, float)
         if xs.size < 3 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
             continue
-        rhos.append(float(stats.spearmanr(xs, ys).statistic))
+        rhos.append(spearman(xs, ys))
     if not rhos:
         return Estimate(float("nan"), float("nan"), 0)
     return over_seeds(rhos, "spearman")

@@ -328,20 +328,17 @@ def test_stamp_links_to_the_source_only_when_a_repository_is_set():
     assert "/blob/main/notebooks/transfer.md" in dirty and "uncommitted changes" in dirty
 
 
-def test_a_second_stamp_replaces_the_first(tmp_path):
+def test_a_second_stamp_replaces_the_first():
     from stir_lib.book.run import _stamp
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title\n\nProse."),
                                          nbformat.v4.new_code_cell("x = 1")])
-    path = tmp_path / "n.ipynb"
-    nbformat.write(nb, path)
-    _stamp(path, '<div class="build-stamp">first</div>')
-    _stamp(path, '<div class="build-stamp">second</div>')
-    cells = nbformat.read(path, as_version=4).cells
+    _stamp(nb, '<div class="build-stamp">first</div>')
+    _stamp(nb, '<div class="build-stamp">second</div>')
+    cells = nb.cells
     assert cells[0].source == '# Title\n\n<div class="build-stamp">second</div>\n\nProse.'
     assert len(cells) == 2
     bare = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# T\nText")])
-    nbformat.write(bare, path)
-    _stamp(path, '<div class="build-stamp">s</div>')
-    assert nbformat.read(path, as_version=4).cells[0].source == \
+    _stamp(bare, '<div class="build-stamp">s</div>')
+    assert bare.cells[0].source == \
         '# T\n\n<div class="build-stamp">s</div>\n\nText'   # a blank line ends the HTML block

@@ -370,7 +370,8 @@ def check_page(context, site: Path, base_url: str, page_name: str,
         report.problems.append(f"no page {rel} in {site}; expected every page of _toc.yml "
                                f"to be built")
         return report
-    if stamped and 'class="build-stamp"' not in (site / rel).read_text(errors="replace"):
+    markup = (site / rel).read_text(encoding="utf-8", errors="replace")
+    if stamped and 'class="build-stamp"' not in markup:
         report.problems.append("no build stamp (commit, date, scale, device): execute the "
                                "notebook with python -m stir_lib.book.run, then render")
     from playwright.sync_api import Error as BrowserError
@@ -388,8 +389,8 @@ def check_page(context, site: Path, base_url: str, page_name: str,
         report.problems.extend(f"too wide: {o}" for o in found["overflowing"])
         report.problems.extend(broken_links(site, base_url, found["hrefs"]))
         blocked = {p.removeprefix(_BLOCKED) for p in report.problems if p.startswith(_BLOCKED)}
-        report.problems.extend(f"{_REMOTE}{url}" for url in external_assets(
-            (site / rel).read_text(encoding="utf-8", errors="replace")) if url not in blocked)
+        report.problems.extend(f"{_REMOTE}{url}" for url in external_assets(markup)
+                               if url not in blocked)
         report.counts = {**found["counts"], "links": len(found["hrefs"])}
         if screenshots is not None:
             screenshots.mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,7 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def notebook_parameters(nb) -> dict[str, str]:
     """The parameters a notebook declares: name -> the line of its ``parameters`` cell that
-    sets it (with its comment), in order. None when it has no such cell."""
+    sets it (with its comment), in order; empty when it has no such cell."""
     for cell in nb.cells:
         if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
             lines = cell.source.splitlines()
@@ -176,12 +176,11 @@ def stamp_html(name: str, scale: str, device: str, commit: str, dirty: bool, url
             + " &middot; ".join(links) + "</div>")
 
 
-def _stamp(nb_path: Path, text: str) -> None:
+def _stamp(nb, text: str) -> None:
     """Put ``text`` (one line of HTML) right under the notebook's title (its first ``# ``
     line), replacing an earlier stamp; a notebook with no title gets it first."""
     import nbformat
 
-    nb = nbformat.read(nb_path, as_version=4)
     for cell in nb.cells:   # an earlier stamp goes, with the blank line put before it
         if cell.cell_type == "markdown" and 'class="build-stamp"' in cell.source:
             lines = cell.source.split("\n")
@@ -197,19 +196,14 @@ def _stamp(nb_path: Path, text: str) -> None:
             break
     else:
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(text))
-    nbformat.write(nb, nb_path)
 
 
-def _tag_injected_cell(nb_path: Path) -> None:
+def _tag_injected_cell(nb) -> None:
     """Hide papermill's injected-parameters cell in the book (tag remove-cell)."""
-    import nbformat
-
-    nb = nbformat.read(nb_path, as_version=4)
     for cell in nb.cells:
         tags = cell.metadata.setdefault("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")
-    nbformat.write(nb, nb_path)
 
 
 def _failing_cell_line(nb_path: Path) -> str:
@@ -274,10 +268,12 @@ def execute(names: list[str], scale: str, overrides: dict, root: Path, kernel: s
             finally:
                 tmp_in.unlink(missing_ok=True)
             seconds = time.perf_counter() - t0
-            _tag_injected_cell(failed)
+            executed = nbformat.read(failed, as_version=4)
+            _tag_injected_cell(executed)
             requested = params.get("device", _declared_value(declared[name].get("device")))
-            _stamp(failed, stamp_html(name, scale, device_name(requested), commit, dirty, url,
-                                      branch, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
+            _stamp(executed, stamp_html(name, scale, device_name(requested), commit, dirty, url,
+                                        branch, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
+            nbformat.write(executed, failed)
             os.replace(failed, target)
             timings[name] = {"seconds": round(seconds, 1), "scale": scale,
                              "parameters": {k: v for k, v in params.items() if k != "scale"},
@@ -302,8 +298,8 @@ def render(root: Path) -> None:
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, stage / item)
     install_mathjax(stage)  # served from the site's _static: no CDN, works offline
     (stage / "notebooks").mkdir()
-    missing = []
-    for name in toc_notebooks(root):
+    names, missing = toc_notebooks(root), []
+    for name in names:
         nb = executed / f"{name}.ipynb"
         if not nb.exists():
             missing.append(name)
@@ -324,7 +320,7 @@ def render(root: Path) -> None:
     html = build / "html"
     shutil.rmtree(html, ignore_errors=True)
     shutil.copytree(build / "jb" / "_build" / "html", html)
-    for name in toc_notebooks(root):   # each page's executed notebook, beside the page
+    for name in names:   # each page's executed notebook, beside the page
         shutil.copy2(executed / f"{name}.ipynb", html / "notebooks" / f"{name}.ipynb")
     print(f"[render] site: {html / 'index.html'}", flush=True)
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..validation import check_choice
+
 
 __all__ = ["data_root"]
 
@@ -103,3 +105,14 @@ def _as_tensors(x: np.ndarray, y: np.ndarray):
     int64 labels."""
     images = torch.from_numpy(x.astype(np.float32) / np.float32(255.0)).unsqueeze(1)
     return images, torch.from_numpy(y.astype(np.int64))
+
+
+def _split(memo: dict, load, split: str, root) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of ``split`` ("train" or "test") from ``load(folder)``'s uint8 arrays,
+    loaded once per data folder (``memo``: folder -> arrays; a failed load is not kept)."""
+    check_choice(split, "split", ("train", "test"))
+    root = Path(root).expanduser() if root is not None else data_root()
+    key = str(root.resolve())
+    if key not in memo:
+        memo[key] = load(root)
+    return _as_tensors(*memo[key][split])

@@ -31,9 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..validation import check_choice
-from ._sources import (_NumpyOnlyUnpickler, _as_tensors, _digest, _first_source, _idx_folder,
-                       _read_npz, _sha256_bytes, data_root)
+from ._sources import (_NumpyOnlyUnpickler, _digest, _first_source, _idx_folder, _read_npz,
+                       _sha256_bytes, _split)
 
 __all__ = ["mnist", "mnist_halves", "fashion_mnist", "FASHION_CLASSES",
            "MNISTUnavailableError", "FashionMNISTUnavailableError", "MNIST_DIGESTS",
@@ -150,12 +149,7 @@ def mnist(split: str = "train", root: str | os.PathLike | None = None):
         images: float32 tensor (N, 1, 28, 28), pixel = byte / 255, in [0, 1].
         labels: int64 tensor (N,).
     """
-    check_choice(split, "split", ("train", "test"))
-    root = Path(root).expanduser() if root is not None else data_root()
-    key = str(root.resolve())
-    if key not in _MNIST_MEMO:
-        _MNIST_MEMO[key] = _load_all(root)
-    return _as_tensors(*_MNIST_MEMO[key][split])
+    return _split(_MNIST_MEMO, _load_all, split, root)
 
 
 # ------------------------------------------------------------------ Fashion-MNIST
@@ -242,12 +236,7 @@ def fashion_mnist(split: str = "train", root: str | os.PathLike | None = None):
         images: float32 (N, 1, 28, 28), pixel = byte / 255; labels: int64 (N,), classes in
         the order of ``FASHION_CLASSES``. N = 60,000 (train) or 10,000 (test).
     """
-    check_choice(split, "split", ("train", "test"))
-    root = Path(root).expanduser() if root is not None else data_root()
-    key = str(root.resolve())
-    if key not in _FASHION_MEMO:
-        _FASHION_MEMO[key] = _load_fashion(root)
-    return _as_tensors(*_FASHION_MEMO[key][split])
+    return _split(_FASHION_MEMO, _load_fashion, split, root)
 
 
 def mnist_halves(root=None):
