@@ -76,7 +76,8 @@ class Estimate:
     half_width: float
     n: int
     values: tuple[float, ...] = field(default=(), compare=False)
-    sd: float = float("nan")   # between-seed standard deviation (ddof=1) where defined
+    sd: float = float("nan")   # between-seed standard deviation (ddof=1) of one group of
+    #                            seeds (over_seeds, paired, exact); NaN for a Welch difference
 
     @property
     def measured(self) -> bool:
@@ -163,10 +164,10 @@ def welch(a: Iterable[float], b: Iterable[float]) -> Estimate:
     vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
     se = math.sqrt(vx + vy)
     if se == 0:
-        return Estimate(diff, 0.0, min(x.size, y.size), sd=0.0)
+        return Estimate(diff, 0.0, min(x.size, y.size))
     df = (vx + vy) ** 2 / ((vx ** 2 / (x.size - 1) if vx else 0.0)
                            + (vy ** 2 / (y.size - 1) if vy else 0.0))
-    return Estimate(diff, _t(df) * se, min(x.size, y.size), sd=se * math.sqrt(2))
+    return Estimate(diff, _t(df) * se, min(x.size, y.size))
 
 
 def paired(a: Iterable[float], b: Iterable[float]) -> Estimate:

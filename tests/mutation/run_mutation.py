@@ -1,0 +1,311 @@
+"""Mutation testing of the library's numerical core, module by module (mutmut 3).
+
+Plants small bugs (an operator flipped, a constant changed, an argument dropped) in one
+module at a time and runs the tests that exercise the mutated function; a mutant is
+*killed* when some test fails. What survives is either a missing test or an *equivalent*
+mutant (one that cannot change any result), listed with its reason in ``equivalent.toml``.
+
+    .venv/bin/python tests/mutation/run_mutation.py              # every module, report
+    .venv/bin/python tests/mutation/run_mutation.py verdicts     # one module
+    .venv/bin/python tests/mutation/run_mutation.py --list       # the modules and tests
+
+Each module runs in its own scratch copy of the checkout under ``_build/mutation/<name>``
+(the working tree is never touched), and the report goes to ``tests/mutation/REPORT.md``
+(``--report PATH`` to change). Not run in CI: a full run takes tens of minutes on 2 cores.
+
+What is left out of the mutation, and why (``DO_NOT_MUTATE``): statements that raise an
+error or warn (their messages are text, and that an error is raised is what the tests
+check, which the condition above the ``raise`` still carries), and functions that only
+format text for people (``NOT_NUMERICAL``), reported apart from the score.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+# name -> (the module's file(s), the tests that are meant to catch its bugs)
+MODULES: dict[str, tuple[list[str], list[str]]] = {
+    "attacks": (["stir_lib/attacks.py"],
+                ["tests/test_attacks.py", "tests/test_box_lbfgs.py",
+                 "tests/test_independent_answers.py"]),
+    "training": (["stir_lib/training.py"],
+                 ["tests/test_training.py", "tests/test_independent_answers.py"]),
+    "similarity": (["stir_lib/similarity.py", "stir_lib/batch_cka.py"],
+                   ["tests/test_similarity.py", "tests/test_similarity_edges.py",
+                    "tests/test_independent_answers.py"]),
+    "inversion": (["stir_lib/inversion.py"],
+                  ["tests/test_inversion_stir.py", "tests/test_independent_answers.py"]),
+    "stir": (["stir_lib/stir.py"],
+             ["tests/test_inversion_stir.py", "tests/test_independent_answers.py"]),
+    "verdicts": (["stir_lib/verdicts.py"],
+                 ["tests/test_verdicts.py", "tests/test_verdict_edges.py", "tests/test_claims.py",
+                  "tests/test_independent_answers.py"]),
+    "transfer": (["stir_lib/transfer/heads.py"],
+                 ["tests/test_transfer.py", "tests/test_independent_answers.py"]),
+    "cache": (["stir_lib/cache.py"], ["tests/test_cache.py"]),
+}
+
+# Lines (regular expressions) whose whole statement is never mutated.
+DO_NOT_MUTATE = [
+    r"^\s*raise\s",            # an error's message; the condition that raises it is mutated
+    r"warnings\.warn\(",       # a warning's text
+    r"^\s*(print|log|logger\.\w+|progress\.\w+)\(",   # output for people
+]
+
+# Functions whose mutants are reported apart from the score: they format text only.
+NOT_NUMERICAL = {
+    "verdicts": ["format", "__repr__", "__str__", "summary", "describe"],
+    "stir": ["__repr__", "__str__", "summary"],
+    "similarity": ["__repr__"],
+    "cache": ["__repr__"],
+}
+
+STATUSES = ("killed", "survived", "no tests", "timeout", "suspicious", "skipped", "segfault",
+            "caught by type check", "check was interrupted by user", "not checked")
+
+
+@dataclass
+class ModuleResult:
+    name: str
+    files: list[str]
+    tests: list[str]
+    seconds: float = 0.0
+    status: dict[str, str] = field(default_factory=dict)        # mutant -> status
+    diffs: dict[str, str] = field(default_factory=dict)         # mutant -> its diff (not killed)
+
+    def counts(self, equivalent: dict[str, str]) -> dict[str, int]:
+        c = {"total": 0, "killed": 0, "timeout": 0, "survived": 0, "no tests": 0,
+             "equivalent": 0, "not numerical": 0, "other": 0}
+        for mutant, status in self.status.items():
+            if self.not_numerical(mutant):
+                c["not numerical"] += 1
+                continue
+            c["total"] += 1
+            if status in ("killed", "timeout"):
+                c[status] += 1
+            elif mutant in equivalent:
+                c["equivalent"] += 1
+            elif status in ("survived", "no tests"):
+                c[status] += 1
+            else:
+                c["other"] += 1
+        return c
+
+    def not_numerical(self, mutant: str) -> bool:
+        function = mutant_function(mutant)
+        return function in NOT_NUMERICAL.get(self.name, [])
+
+
+def mutant_function(mutant: str) -> str:
+    """'stir_lib.verdicts.xǁEstimateǁformat__mutmut_3' -> 'format'; 'x__finite__mutmut_1' -> '_finite'."""
+    last = mutant.rsplit(".", 1)[-1]
+    last = re.sub(r"__mutmut_\d+$", "", last)
+    if "ǁ" in last:
+        return last.split("ǁ")[-1]
+    return last[2:] if last.startswith("x_") else last
+
+
+def score(c: dict[str, int]) -> float:
+    tested = c["total"] - c["equivalent"]
+    return 100.0 * (c["killed"] + c["timeout"]) / tested if tested else float("nan")
+
+
+def mutmut_exe() -> str:
+    exe = Path(sys.executable).with_name("mutmut")
+    if not exe.exists():
+        sys.exit("run_mutation: expected mutmut beside this Python, got none at "
+                 f"{exe}; install the test extra: pip install -e '.[test]' "
+                 "(it pins mutmut), then run this script with that environment's Python")
+    return str(exe)
+
+
+def prepare(name: str, files: list[str], tests: list[str]) -> Path:
+    """A scratch copy of the checkout whose pyproject tells mutmut what to mutate."""
+    work = ROOT / "_build" / "mutation" / name
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "mutation")
+    shutil.copytree(ROOT / "stir_lib", work / "stir_lib", ignore=ignore)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    for extra in ("book", "notebooks", "_config.yml", "_toc.yml", "requirements",
+                  "environment.yml", "README.md"):
+        src = ROOT / extra
+        if src.is_dir():
+            shutil.copytree(src, work / extra, ignore=ignore)
+        elif src.exists():
+            shutil.copy2(src, work / extra)
+    text = (ROOT / "pyproject.toml").read_text()
+    text += "\n[tool.mutmut]\n"
+    text += 'source_paths = ["stir_lib"]\n'
+    text += f"only_mutate = {files!r}\n".replace("'", '"')
+    text += f"pytest_add_cli_args_test_selection = {tests!r}\n".replace("'", '"')
+    text += "pytest_add_cli_args = [\"-p\", \"no:cacheprovider\", \"-x\"]\n"
+    patterns = ", ".join("'" + p + "'" for p in DO_NOT_MUTATE)
+    text += f"do_not_mutate_patterns = [{patterns}]\n"
+    (work / "pyproject.toml").write_text(text)
+    return work
+
+
+def run_module(name: str, max_children: int) -> ModuleResult:
+    files, tests = MODULES[name]
+    tests = [t for t in tests if (ROOT / t).exists()]   # (an older checkout has fewer)
+    result = ModuleResult(name, files, tests)
+    work = prepare(name, files, tests)
+    exe = mutmut_exe()
+    env = dict(os.environ, STIR_CACHE=str(work / "_cache"),
+               PYTHONDONTWRITEBYTECODE="1")
+    t0 = time.perf_counter()
+    proc = subprocess.run([exe, "run", "--max-children", str(max_children)], cwd=work, env=env,
+                          capture_output=True, text=True)
+    result.seconds = time.perf_counter() - t0
+    (work / "mutmut-run.log").write_text(proc.stdout[-20000:] + "\n" + proc.stderr[-20000:])
+    if proc.returncode != 0:
+        sys.exit(f"run_mutation: mutmut run failed for {name} (exit {proc.returncode}); "
+                 f"its output is in {work / 'mutmut-run.log'}")
+    listing = subprocess.run([exe, "results", "--all", "true"], cwd=work, env=env,
+                             capture_output=True, text=True, check=True).stdout
+    for line in listing.splitlines():
+        mutant, _, status = line.strip().rpartition(": ")
+        if mutant:
+            result.status[mutant] = status
+    open_ = [m for m, s in result.status.items() if s not in ("killed", "timeout")]
+    shown = subprocess.run([sys.executable, "-c", _DIFFS], cwd=work, env=env, input="\n".join(open_),
+                           capture_output=True, text=True, check=True).stdout
+    result.diffs = json.loads(shown)
+    return result
+
+
+# Run in a module's scratch copy: the diff of every mutant named on stdin, in one process.
+_DIFFS = """
+import json, sys
+from pathlib import Path
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+out = {}
+for name in sys.stdin.read().split():
+    module = name.split(".x")[0] if ".x" in name else name.rsplit(".", 1)[0]
+    path = Path(*module.split(".")).with_suffix(".py")
+    diff = get_diff_for_mutant(name, path=path)
+    out[name] = "\\n".join(l for l in diff.splitlines()
+                           if l[:1] in "+-" and not l.startswith(("+++", "---")))
+print(json.dumps(out))
+"""
+
+
+def load_equivalent() -> dict[str, str]:
+    path = HERE / "equivalent.toml"
+    if not path.exists():
+        return {}
+    data = tomllib.loads(path.read_text())
+    return {m: str(r) for module in data.values() for m, r in module.items()}
+
+
+def report(results: list[ModuleResult], path: Path, started: str, total_s: float) -> str:
+    equivalent = load_equivalent()
+    lines = [
+        "# Mutation testing of the numerical core",
+        "",
+        f"Run {started} with mutmut {mutmut_version()} by `tests/mutation/run_mutation.py` "
+        f"on this machine ({os.cpu_count()} cores): {total_s / 60:.1f} min for the modules below.",
+        "A mutant is *killed* when one of the module's tests fails on it; *equivalent* mutants "
+        "cannot change any result (reasons in `tests/mutation/equivalent.toml` and below); "
+        "*no tests* means no selected test runs the mutated function. Score = (killed + "
+        "timeout) / (mutants - equivalent). Left out of the mutation: statements that raise "
+        "or warn (message text) and print/log/progress output; reported apart: functions that "
+        "format text only (" + ", ".join(sorted({f for v in NOT_NUMERICAL.values() for f in v}))
+        + ").",
+        "",
+        "| module | files | mutants | killed | timeout | equivalent | survived | no tests | "
+        "score | text only | minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        c = r.counts(equivalent)
+        lines.append(f"| {r.name} | {', '.join(Path(f).name for f in r.files)} | {c['total']} | "
+                     f"{c['killed']} | {c['timeout']} | {c['equivalent']} | {c['survived']} | "
+                     f"{c['no tests']} | {score(c):.1f} % | {c['not numerical']} | "
+                     f"{r.seconds / 60:.1f} |")
+    lines += ["", "Tests run per module:", ""]
+    for r in results:
+        lines.append(f"- {r.name}: " + ", ".join(f"`{t}`" for t in r.tests))
+    for r in results:
+        open_ = [m for m, s in r.status.items()
+                 if s not in ("killed", "timeout") and not r.not_numerical(m)]
+        if not open_:
+            continue
+        lines += ["", f"## {r.name}: mutants not killed", ""]
+        for m in sorted(open_, key=natural):
+            why = equivalent.get(m)
+            head = f"- `{m}` ({r.status[m]})" + (f": **equivalent**: {why}" if why else
+                                                 ": **open**")
+            lines.append(head)
+            diff = r.diffs.get(m, "")
+            if diff:
+                lines += ["  ```diff"] + ["  " + l for l in diff.splitlines()] + ["  ```"]
+    stale = sorted(set(equivalent) - {m for r in results for m, s in r.status.items()
+                                      if s not in ("killed", "timeout")})
+    ran = {r.name for r in results}
+    stale = [m for m in stale if any(f"stir_lib.{Path(f).stem}." in m
+                                     for r in results for f in r.files)]
+    if stale and ran:
+        lines += ["", "## Explanations no longer needed (killed now, or renamed)", ""]
+        lines += [f"- `{m}`" for m in stale]
+    text = "\n".join(lines) + "\n"
+    path.write_text(text)
+    return text
+
+
+def natural(s: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+def mutmut_version() -> str:
+    from importlib.metadata import version
+    return version("mutmut")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help=f"some of {sorted(MODULES)}; all by default")
+    parser.add_argument("--list", action="store_true", help="list the modules and their tests")
+    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--report", type=Path, default=HERE / "REPORT.md")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, (files, tests) in MODULES.items():
+            print(f"{name}: {' '.join(files)}  <-  {' '.join(tests)}")
+        return
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        sys.exit(f"run_mutation: expected module names among {sorted(MODULES)}, got {unknown}")
+    names = args.modules or list(MODULES)
+    started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    t0 = time.perf_counter()
+    results = []
+    for name in names:
+        print(f"{name}: mutating {', '.join(MODULES[name][0])} ...", flush=True)
+        r = run_module(name, args.max_children)
+        c = r.counts(load_equivalent())
+        print(f"{name}: {c['killed'] + c['timeout']}/{c['total'] - c['equivalent']} killed "
+              f"({score(c):.1f} %), {c['survived']} survived, {c['no tests']} without tests, "
+              f"{r.seconds:.0f} s", flush=True)
+        results.append(r)
+    report(results, args.report, started, time.perf_counter() - t0)
+    print(f"report: {args.report}")
+
+
+if __name__ == "__main__":
+    main()
