@@ -247,7 +247,7 @@ class _Tracker:
 
     def __init__(self, z0: torch.Tensor):
         self.best = z0.clone()                                       # (B, C, H, W)
-        self.dist = torch.full((len(z0),), math.inf, device=z0.device)
+        self.dist = torch.full((len(z0),), math.inf, device=z0.device, dtype=z0.dtype)
         self.initial: torch.Tensor | None = None                     # distance at z0
 
     def update(self, rows: torch.Tensor, z: torch.Tensor, d: torch.Tensor) -> None:
@@ -310,7 +310,7 @@ def _fast(read, z0, target, tnorm, steps, lr, tol, patience, tick, box,
     tgt, tn = target, tnorm
     rate = torch.full((n,), lr, device=dev)                      # per-sample learning rate
     cuts = torch.zeros(n, dtype=torch.long, device=dev)
-    mark = torch.full((n,), math.inf, device=dev)                # best at the last check
+    mark = torch.full((n,), math.inf, device=dev, dtype=z0.dtype)  # best at the last check
     evals = torch.zeros(n, dtype=torch.long, device="cpu")
     hist = []
     for t in range(steps):

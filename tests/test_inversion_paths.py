@@ -1,0 +1,202 @@
+"""Representation inversion, path by path, against independent answers.
+
+* The opt-in "fast" method is projected Adam with per-sample learning-rate cuts on
+  plateaus; here it is checked against a plain loop written with ``torch.optim.Adam``,
+  one sample at a time, following the rule of its docstring (iterates, distances,
+  evaluation counts and the history all agree).
+* ``relative_distance`` and ``representation`` honour ``spatial``, ``box`` and
+  ``batch_size`` as documented (eq. (1) computed by hand).
+* The "shuffle" start is one random n-cycle, pinned for a seed (the book's starts).
+* The cache key of an inversion names every input of it.
+
+Written against the mutation report (tests/mutation/REPORT.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from stir_lib import inversion as inv
+
+F64 = torch.float64
+
+
+def linear_model(seed=0, d_in=16, d_out=5):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(d_in, d_out)).to(F64).eval()
+
+
+def images(n=4, seed=1, shape=(1, 4, 4)):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((n,) + shape, generator=g, dtype=F64)
+
+
+# ----------------------------------------------------------------------------- fast
+def fast_by_hand(model, x, z0, steps, lr, tol, patience, box=(0.0, 1.0)):
+    """One sample at a time: torch's Adam, clamp to the box; every `patience` steps a sample
+    whose best distance fell by at most tol x (best at the last check) restarts from its best
+    iterate at 0.3x its rate; its fourth such plateau stops it; a final scoring step for
+    samples that did not stop. Returns per-sample best, distance, initial, evaluations, and
+    per-sample histories of the best distance so far."""
+    out = []
+    for i in range(len(x)):
+        with torch.no_grad():
+            target = model(x[i:i + 1])
+        tn = target.norm(dim=1).clamp_min(1e-12)
+        z = z0[i:i + 1].clone().requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=lr, betas=(0.9, 0.999), eps=1e-8)
+        best, best_d, mark, cuts, evals, hist, initial = z.detach().clone(), math.inf, \
+            math.inf, 0, 0, [], None
+        stopped = False
+        for t in range(steps):
+            d = (model(z) - target).norm(dim=1) / tn
+            evals += 1
+            if initial is None:
+                initial = float(d.detach())
+            if float(d.detach()) < best_d:
+                best, best_d = z.detach().clone(), float(d.detach())
+            hist.append(best_d)
+            opt.zero_grad()
+            d.sum().backward()
+            opt.step()
+            with torch.no_grad():
+                z.clamp_(*box)
+            if (t + 1) % patience == 0:
+                slow = mark - best_d <= tol * min(mark, 1e30)
+                mark = best_d
+                if slow:
+                    with torch.no_grad():
+                        z.copy_(best)
+                    cuts += 1
+                    for group in opt.param_groups:
+                        group["lr"] *= 0.3
+                    if cuts > 3:
+                        stopped = True
+                        break
+        if not stopped:
+            with torch.no_grad():
+                d = float((model(z) - target).norm(dim=1) / tn)
+            evals += 1
+            if d < best_d:
+                best, best_d = z.detach().clone(), d
+            hist.append(best_d)
+        out.append((best[0], best_d, initial, evals, hist))
+    return out
+
+
+@pytest.mark.parametrize("steps, lr, tol, patience", [
+    (60, 0.2, 0.1, 5),        # plateaus, cuts and retirements within the budget
+    (25, 0.05, 0.0, 4),       # tol 0: cut only on no progress at all
+    (12, 0.3, 0.5, 3),        # a loose tolerance: every sample retires early
+])
+def test_fast_is_projected_adam_with_plateau_cuts(steps, lr, tol, patience):
+    model, x = linear_model(), images()
+    z0 = inv.seeds("uniform", x, seed=3)
+    r = inv.invert(model, x, method="fast", start=z0, steps=steps, step_size=lr, tol=tol,
+                   patience=patience)
+    ref = fast_by_hand(model, x, z0, steps, lr, tol, patience)
+    for i, (best, best_d, initial, evals, _) in enumerate(ref):
+        torch.testing.assert_close(r.x_prime[i], best, rtol=0, atol=1e-6)
+        assert float(r.distance[i]) == pytest.approx(best_d, rel=1e-6, abs=1e-6)
+        assert float(r.initial_distance[i]) == pytest.approx(initial, rel=1e-6)
+        assert int(r.evaluations[i]) == evals
+    length = max(len(h) for *_, h in ref)
+    expected = [sum(h[min(t, len(h) - 1)] for *_, h in ref) / len(ref) for t in range(length)]
+    assert r.history.tolist() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert r.evaluations.min() < r.evaluations.max() or tol == 0.0 or steps == 12
+
+
+def test_fast_retires_every_sample_on_a_solved_problem():
+    """Starting at the targets, nothing improves: the first check only sets the mark, each
+    later one cuts, and the fourth cut stops the sample after 5 x patience evaluations."""
+    model, x = linear_model(), images()
+    r = inv.invert(model, x, method="fast", start=x.clone(), steps=200, patience=5)
+    assert r.evaluations.tolist() == [25] * len(x)
+    assert float(r.distance.max()) == 0.0 and len(r.history) == 25
+
+
+# ----------------------------------------------------------------------------- reference
+def test_reference_counts_steps_plus_the_final_scoring():
+    model, x = linear_model(), images()
+    r = inv.invert(model, x, steps=7)
+    assert r.evaluations.tolist() == [8] * len(x) and len(r.history) == 8
+    assert bool((r.history[1:] <= r.history[:-1]).all())      # best-so-far never rises
+
+
+# ----------------------------------------------------------------------------- distances
+def conv_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(48, 4)).to(F64).eval()
+
+
+def test_relative_distance_is_eq_1_with_the_options_passed_on():
+    model = conv_model()
+    x, xp = images(5, seed=1), images(5, seed=2)
+    for spatial in ("flatten", "mean"):
+        h, hp = model[:2](x), model[:2](xp)
+        if spatial == "mean":
+            h, hp = h.mean(dim=(2, 3)), hp.mean(dim=(2, 3))
+        h, hp = h.flatten(1), hp.flatten(1)
+        want = (hp - h).norm(dim=1) / h.norm(dim=1)
+        got = inv.relative_distance(model, xp, x, "1", spatial=spatial, batch_size=2)
+        torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=0)
+    assert inv.representation(model, x, "1", spatial="mean").shape == (5, 3)
+    assert inv.representation(model, x, "1").shape == (5, 48)
+
+
+def test_representation_does_not_depend_on_the_batch_size():
+    model, x = conv_model(), images(7)
+    full = inv.representation(model, x, "1")
+    for b in (1, 3, 7, 50):
+        torch.testing.assert_close(inv.representation(model, x, "1", batch_size=b), full,
+                                   rtol=0, atol=0)
+
+
+def test_other_boxes_are_passed_through():
+    model = linear_model()
+    x, xp = images() * 2 - 1, images(seed=5) * 2 - 1       # inputs in [-1, 1]
+    d = inv.relative_distance(model, xp, x, box=(-1.0, 1.0))
+    want = (model(xp) - model(x)).norm(dim=1) / model(x).norm(dim=1)
+    torch.testing.assert_close(d, want.detach(), rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match=r"^x_prime: expected values in the box \[0, 1\]"):
+        inv.relative_distance(model, xp, x)
+    with pytest.raises(ValueError, match=r"^x: expected values in the box \[0, 1\]"):
+        inv.representation(model, x)
+
+
+# ----------------------------------------------------------------------------- starts
+def test_shuffle_start_is_one_pinned_cycle():
+    for n in (2, 3, 10):
+        d = inv._derangement(n, torch.Generator().manual_seed(4))
+        seen, i = [], 0
+        for _ in range(n):                    # following d from 0 visits every index once
+            seen.append(i)
+            i = int(d[i])
+        assert i == 0 and sorted(seen) == list(range(n)) and d.device.type == "cpu"
+    # recorded from this implementation (2026-12-06): the book's "shuffle" starts
+    assert inv._derangement(7, torch.Generator().manual_seed(0)).tolist() == PINNED_7
+
+
+PINNED_7 = [5, 4, 6, 2, 0, 3, 1]
+
+
+# ----------------------------------------------------------------------------- cache key
+def test_the_cache_key_names_every_input():
+    x = images()
+    kw = dict(spatial="flatten", steps=10, step_size=0.5, seed=1, box=(0, 1))
+    ref = inv.inversion_key("m", x, "out", method="reference", seed_kind="noise", **kw)
+    assert set(ref) == {"model", "x", "layer", "spatial", "method", "steps", "step_size",
+                        "seed", "seed_kind", "box", "pool", "fast", "code"}
+    assert (ref["model"], ref["layer"], ref["steps"], ref["seed"], ref["box"]) == \
+        ("m", "out", 10, 1, [0.0, 1.0])
+    assert ref["pool"] is None and ref["fast"] is None
+    fast = inv.inversion_key("m", x, "out", method="fast", seed_kind="pool", pool=x,
+                             tol=0.2, patience=7, **kw)
+    assert fast["fast"] == [0.2, 7] and fast["pool"] == fast["x"]
+    default = inv.inversion_key("m", x, "out", method="fast", seed_kind="noise", pool=x, **kw)
+    assert default["fast"] == [0.1, 10] and default["pool"] is None
