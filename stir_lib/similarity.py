@@ -139,7 +139,7 @@ def _check_not_constant(X: torch.Tensor, name: str) -> None:
                          f"feature extraction")
 
 
-def _prepare(X, Y, names=("X", "Y"), min_rows: int = 2, why: str = "",
+def _prepare(X, Y, names=("X", "Y"), *, min_rows: int, why: str,
              allow_constant: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate, pick the compute dtype and return the centred pair (Xc, Yc)."""
     X, Y = _check_structure(X, Y, names, min_rows, why)
@@ -202,7 +202,7 @@ def _sym_sq_frob(A: torch.Tensor) -> float:
 
 
 def _sym_frob_dots(A: torch.Tensor, B: torch.Tensor,
-                   off_diagonal: bool = False) -> tuple[float, float, float]:
+                   off_diagonal: bool) -> tuple[float, float, float]:
     """<K, L>, ||K||^2, ||L||^2 for K = A A^T, L = B B^T, A (m, k1), B (m, k2).
 
     Block by block, so no full (m, m) matrix is held. With ``off_diagonal``

@@ -165,8 +165,7 @@ def welch(a: Iterable[float], b: Iterable[float]) -> Estimate:
     se = math.sqrt(vx + vy)
     if se == 0:
         return Estimate(diff, 0.0, min(x.size, y.size))
-    df = (vx + vy) ** 2 / ((vx ** 2 / (x.size - 1) if vx else 0.0)
-                           + (vy ** 2 / (y.size - 1) if vy else 0.0))
+    df = (vx + vy) ** 2 / (vx ** 2 / (x.size - 1) + vy ** 2 / (y.size - 1))
     return Estimate(diff, _t(df) * se, min(x.size, y.size))
 
 

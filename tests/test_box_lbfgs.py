@@ -12,7 +12,6 @@ still found.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from scipy.optimize import minimize
 

@@ -200,3 +200,33 @@ def test_the_cache_key_names_every_input():
     assert fast["fast"] == [0.2, 7] and fast["pool"] == fast["x"]
     default = inv.inversion_key("m", x, "out", method="fast", seed_kind="noise", pool=x, **kw)
     assert default["fast"] == [0.1, 10] and default["pool"] is None
+
+
+# ----------------------------------------------------------------------------- ImageModels
+def test_image_models_check_their_own_input_shape():
+    from stir_lib.models import create_model
+    net = create_model("fc10").eval()
+    wrong = torch.rand(3, 1, 20, 20)                       # FC10 takes 28 x 28 images
+    for call in (lambda: inv.representation(net, wrong),
+                 lambda: inv.relative_distance(net, wrong, wrong),
+                 lambda: inv.invert(net, wrong, steps=1)):
+        with pytest.raises(ValueError, match=r"(^x|^x_prime): expected .*28"):
+            call()
+    with pytest.raises(ValueError, match=r"^spatial: expected one of"):
+        inv.representation(net, torch.rand(2, 1, 28, 28), spatial="avg")
+
+
+# ----------------------------------------------------------------------------- cache
+def test_a_cached_inversion_comes_back_whole(tmp_path, monkeypatch):
+    monkeypatch.setenv("STIR_CACHE", str(tmp_path))
+    model, x = linear_model(), images()
+    kw = dict(method="fast", steps=15, seed_kind="uniform", seed=2, use_cache=True)
+    first = inv.invert(model, x, **kw)
+    again = inv.invert(model, x, **kw)
+    assert len(list(tmp_path.rglob("*"))) > 0                # it was stored
+    for field in ("x_prime", "distance", "initial_distance", "history", "evaluations"):
+        torch.testing.assert_close(getattr(again, field), getattr(first, field), rtol=0, atol=0)
+    assert (again.method, again.layer, again.seed_kind, again.seed) == \
+        (first.method, first.layer, first.seed_kind, first.seed) == ("fast", first.layer,
+                                                                      "uniform", 2)
+    assert again.x_prime.device == x.device

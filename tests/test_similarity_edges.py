@@ -60,9 +60,10 @@ def test_overflow_names_the_argument_and_dtype():
         S.linear_cka(X, big[:, :4])
     # centred values fit, but their products do not: the inner products overflow
     huge = X * 1e19
-    with pytest.raises(ValueError, match=r"^X or Y: expected features whose sums and "
-                                         r"products fit in torch.float32"):
-        S.linear_cka(huge, Y, form="feature")
+    for fn in (S.linear_cka, S.debiased_cka):
+        with pytest.raises(ValueError, match=r"^X or Y: expected features whose sums and "
+                                             r"products fit in torch.float32"):
+            fn(huge, Y, form="feature")
 
 
 # ----------------------------------------------------------------------------- small inputs
@@ -107,6 +108,8 @@ def test_negative_unbiased_hsic_is_refused():
         S._cka_from_hsic(0.1, -1e-3, 1.0)
     with pytest.raises(ValueError, match="positive unbiased HSIC"):
         S._cka_from_hsic(0.1, 1.0, 0.0)
+    with pytest.raises(ValueError, match="positive unbiased HSIC"):
+        S._cka_from_hsic(0.1, 0.0, 1.0)
     assert S._cka_from_hsic(0.5, 0.25, 4.0) == 0.5
     assert S._cka_from_hsic(0.3, 0.5, 0.5) == pytest.approx(0.6)
 
@@ -142,6 +145,36 @@ def test_float32_reductions_are_accumulated_in_float64():
     ref = float((A * A).double().sum())
     assert S._frob_dot(A, A) == pytest.approx(ref, rel=1e-12)
     assert S._sq_frob(A) == pytest.approx(float(A.double().square().sum()), rel=1e-12)
+
+
+def test_blocked_float32_reductions_are_accumulated_in_float64(monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    A = torch.rand(1 << 10, 1 << 10, generator=g) + 1000.0
+    monkeypatch.setattr(S, "_BLOCK", 1 << 14)                     # 64 blocks of 16 rows
+    assert S._frob_dot(A, A) == pytest.approx(float((A * A).double().sum()), rel=1e-13)
+
+
+def test_integer_features_are_computed_in_float64():
+    X, Y = pair(n=30, dtype=torch.float64)
+    Xi = (X * 1000).round().to(torch.int64)
+    want = S.linear_cka(Xi.double(), Y.float().double())
+    assert S.linear_cka(Xi, Y.float()) == pytest.approx(want, rel=1e-12)
+
+
+def test_rbf_cka_computes_in_float64():
+    X, Y = pair(n=30)
+    assert S.rbf_cka(X.float(), Y.float()) == pytest.approx(
+        S.rbf_cka(X.float().double(), Y.float().double()), rel=1e-12)
+    two = S.rbf_cka(X[:2], Y[:2])                  # the fewest rows: any two points agree
+    assert two == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"at least 2 rows \(examples\) for CKA, got 1"):
+        S.rbf_cka(X[:1], Y[:1])
+
+
+def test_small_scale_features_are_not_constant():
+    X, Y = pair(n=20)
+    sums = LinearCKASums().update(X * 1e-4, Y * 1e-4)
+    assert sums.compute() == pytest.approx(S.linear_cka(X, Y), rel=1e-9)
 
 
 def test_halves_cover_the_matrix_once():

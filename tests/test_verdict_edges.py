@@ -243,10 +243,23 @@ def test_welch_with_constant_groups():
     assert math.isnan(w.sd)           # a difference of two groups has no between-seed sd
 
 
+def test_welch_with_two_seeds_on_one_side_is_measured():
+    from scipy import stats
+    a, b = [1.0, 2.0], [0.0, 0.5, 1.5]
+    w = V.welch(a, b)
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert w.measured and w.n == 2
+    assert (w.low, w.high) == (pytest.approx(ci.low, rel=1e-9), pytest.approx(ci.high, rel=1e-9))
+    assert V.welch(b, a).n == 2
+
+
 def test_unmeasured_noise_is_never_beyond_it():
     e = V.Estimate(5.0, float("nan"), 1)
     assert not e.beyond_noise(+1) and not e.beyond_noise(-1)
     assert V.Estimate(-0.5, 0.25, 3).beyond_noise(-1) and not V.Estimate(-0.5, 0.25, 3).beyond_noise(+1)
+    # an interval that ends at 0 does not exclude it, on either side
+    assert not V.Estimate(-0.5, 0.5, 3).beyond_noise(-1)
+    assert not V.Estimate(0.5, 0.5, 3).beyond_noise(+1)
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
@@ -262,8 +275,9 @@ def test_spearman_is_zero_for_a_constant_second_series():
 
 
 def test_spearman_over_seeds_skips_constant_and_short_series():
-    x = [[0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 2.0, 3.0], [1.0, 1.0, 1.0], [0.0, 1.0], [0, 1, 2]]
-    y = [[1.0, 2.0, 4.0, 3.0], [4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0], [1.0, 2.0], [5, 5, 5]]
+    # skipped seeds come first and between: a skipped seed does not end the loop
+    x = [[1.0, 1.0, 1.0], [0.0, 1.0, 2.0, 3.0], [0.0, 1.0], [0.0, 1.0, 2.0, 3.0], [0, 1, 2]]
+    y = [[1.0, 2.0, 3.0], [1.0, 2.0, 4.0, 3.0], [1.0, 2.0], [4.0, 3.0, 2.0, 1.0], [5, 5, 5]]
     e = V.spearman_over_seeds(x, y)
     assert e.n == 2 and e.values == pytest.approx((0.8, -1.0))
     ref = V.over_seeds([0.8, -1.0])

@@ -47,7 +47,8 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
                    ["tests/test_similarity.py", "tests/test_similarity_edges.py",
                     "tests/test_independent_answers.py"]),
     "inversion": (["stir_lib/inversion.py"],
-                  ["tests/test_inversion_stir.py", "tests/test_independent_answers.py"]),
+                  ["tests/test_inversion_stir.py", "tests/test_inversion_paths.py",
+                   "tests/test_independent_answers.py"]),
     "stir": (["stir_lib/stir.py"],
              ["tests/test_inversion_stir.py", "tests/test_independent_answers.py"]),
     "verdicts": (["stir_lib/verdicts.py"],
@@ -84,9 +85,10 @@ class ModuleResult:
     tests: list[str]
     seconds: float = 0.0
     status: dict[str, str] = field(default_factory=dict)        # mutant -> status
+    date: str = ""
     diffs: dict[str, str] = field(default_factory=dict)         # mutant -> its diff (not killed)
 
-    def counts(self, equivalent: dict[str, str]) -> dict[str, int]:
+    def counts(self, eq: "Equivalence") -> dict[str, int]:
         c = {"total": 0, "killed": 0, "timeout": 0, "survived": 0, "no tests": 0,
              "equivalent": 0, "not numerical": 0, "other": 0}
         for mutant, status in self.status.items():
@@ -96,7 +98,7 @@ class ModuleResult:
             c["total"] += 1
             if status in ("killed", "timeout"):
                 c[status] += 1
-            elif mutant in equivalent:
+            elif eq.explain(self.name, mutant, self.diffs.get(mutant, "")):
                 c["equivalent"] += 1
             elif status in ("survived", "no tests"):
                 c[status] += 1
@@ -163,28 +165,37 @@ def prepare(name: str, files: list[str], tests: list[str]) -> Path:
 def run_module(name: str, max_children: int) -> ModuleResult:
     files, tests = MODULES[name]
     tests = [t for t in tests if (ROOT / t).exists()]   # (an older checkout has fewer)
-    result = ModuleResult(name, files, tests)
     work = prepare(name, files, tests)
-    exe = mutmut_exe()
-    env = dict(os.environ, STIR_CACHE=str(work / "_cache"),
-               PYTHONDONTWRITEBYTECODE="1")
     t0 = time.perf_counter()
-    proc = subprocess.run([exe, "run", "--max-children", str(max_children)], cwd=work, env=env,
-                          capture_output=True, text=True)
-    result.seconds = time.perf_counter() - t0
+    proc = subprocess.run([mutmut_exe(), "run", "--max-children", str(max_children)], cwd=work,
+                          env=_env(work), capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
     (work / "mutmut-run.log").write_text(proc.stdout[-20000:] + "\n" + proc.stderr[-20000:])
     if proc.returncode != 0:
         sys.exit(f"run_mutation: mutmut run failed for {name} (exit {proc.returncode}); "
                  f"its output is in {work / 'mutmut-run.log'}")
-    listing = subprocess.run([exe, "results", "--all", "true"], cwd=work, env=env,
-                             capture_output=True, text=True, check=True).stdout
+    return collect(name, tests, seconds)
+
+
+def _env(work: Path) -> dict:
+    return dict(os.environ, STIR_CACHE=str(work / "_cache"), PYTHONDONTWRITEBYTECODE="1")
+
+
+def collect(name: str, tests: list[str], seconds: float) -> ModuleResult:
+    """Statuses and diffs of a finished run in the module's scratch copy."""
+    work = ROOT / "_build" / "mutation" / name
+    result = ModuleResult(name, MODULES[name][0], tests, seconds,
+                          date=datetime.date.fromtimestamp(work.stat().st_mtime).isoformat())
+    listing = subprocess.run([mutmut_exe(), "results", "--all", "true"], cwd=work,
+                             env=_env(work), capture_output=True, text=True, check=True).stdout
     for line in listing.splitlines():
         mutant, _, status = line.strip().rpartition(": ")
         if mutant:
             result.status[mutant] = status
-    open_ = [m for m, s in result.status.items() if s not in ("killed", "timeout")]
-    shown = subprocess.run([sys.executable, "-c", _DIFFS], cwd=work, env=env, input="\n".join(open_),
-                           capture_output=True, text=True, check=True).stdout
+    open_ = [m for m, st in result.status.items() if st not in ("killed", "timeout")]
+    shown = subprocess.run([sys.executable, "-c", _DIFFS], cwd=work, env=_env(work),
+                           input="\n".join(open_), capture_output=True, text=True,
+                           check=True).stdout
     result.diffs = json.loads(shown)
     return result
 
@@ -205,67 +216,138 @@ print(json.dumps(out))
 """
 
 
-def load_equivalent() -> dict[str, str]:
-    path = HERE / "equivalent.toml"
-    if not path.exists():
-        return {}
-    data = tomllib.loads(path.read_text())
-    return {m: str(r) for module in data.values() for m, r in module.items()}
+_DEVICE_ARG = re.compile(r",?\s*device=[^,)]*")
+_TO_DEVICE = re.compile(r"\.to\((dev|device|None|x\.device|[a-z_]+\.device)\)")
 
 
-def report(results: list[ModuleResult], path: Path, started: str, total_s: float) -> str:
-    equivalent = load_equivalent()
+def _changed_lines(diff: str) -> tuple[list[str], list[str]]:
+    minus = [l[1:] for l in diff.splitlines() if l.startswith("-")]
+    plus = [l[1:] for l in diff.splitlines() if l.startswith("+")]
+    return minus, plus
+
+
+def _only_device(diff: str) -> bool:
+    """The mutant only drops or None-s a device argument (or a .to(device) target)."""
+    minus, plus = _changed_lines(diff)
+    if not minus or len(minus) != len(plus):
+        return False
+
+    def norm(line):
+        line = _TO_DEVICE.sub(".to()", _DEVICE_ARG.sub("", line))
+        return re.sub(r"[\s,]+", "", line)
+    return all(norm(a) == norm(b) for a, b in zip(minus, plus)) and diff.count("device") > 0
+
+
+BUILTIN_REASON = {
+    "device": "changes only a device argument: every test runs on the CPU, where None, "
+              "'cpu' and the model's device are the same device (benchmarks/gpu_check.py "
+              "runs the CUDA paths)",
+}
+
+
+class Equivalence:
+    """Why a surviving mutant cannot change a result: ``equivalent.toml`` names single
+    mutants ([mutants]) or classes of them ([[rule]]: module, and regular expressions on
+    the function, the removed and the added lines), plus the device class above."""
+
+    def __init__(self, path: Path = HERE / "equivalent.toml"):
+        data = tomllib.loads(path.read_text()) if path.exists() else {}
+        self.mutants: dict[str, str] = dict(data.get("mutants", {}))
+        self.rules: list[dict] = list(data.get("rule", []))
+        self.used: set[str] = set()
+
+    def explain(self, module: str, mutant: str, diff: str) -> str | None:
+        if mutant in self.mutants:
+            self.used.add(mutant)
+            return self.mutants[mutant]
+        minus, plus = _changed_lines(diff)
+        function = mutant_function(mutant)
+        for rule in self.rules:
+            if rule.get("module", module) != module:
+                continue
+            if "function" in rule and not re.fullmatch(rule["function"], function):
+                continue
+            if "minus" in rule and not any(re.search(rule["minus"], l) for l in minus):
+                continue
+            if "plus" in rule and not any(re.search(rule["plus"], l) for l in plus):
+                continue
+            return rule["reason"]
+        if _only_device(diff):
+            return BUILTIN_REASON["device"]
+        return None
+
+
+def report(results: list[ModuleResult], path: Path, started: str) -> str:
+    eq = Equivalence()
+    total_s = sum(r.seconds for r in results)
     lines = [
         "# Mutation testing of the numerical core",
         "",
         f"Run {started} with mutmut {mutmut_version()} by `tests/mutation/run_mutation.py` "
-        f"on this machine ({os.cpu_count()} cores): {total_s / 60:.1f} min for the modules below.",
+        f"on this machine ({os.cpu_count()} cores, 2 mutants at a time): "
+        f"{total_s / 60:.1f} min for the modules below (each module's run date in its row).",
+        "",
         "A mutant is *killed* when one of the module's tests fails on it; *equivalent* mutants "
-        "cannot change any result (reasons in `tests/mutation/equivalent.toml` and below); "
-        "*no tests* means no selected test runs the mutated function. Score = (killed + "
-        "timeout) / (mutants - equivalent). Left out of the mutation: statements that raise "
-        "or warn (message text) and print/log/progress output; reported apart: functions that "
-        "format text only (" + ", ".join(sorted({f for v in NOT_NUMERICAL.values() for f in v}))
-        + ").",
+        "cannot change any result (the reasons are in `tests/mutation/equivalent.toml` and "
+        "beside each mutant below); *no tests* means no selected test runs the mutated "
+        "function. Score = (killed + timeout) / (mutants - equivalent). Left out of the "
+        "mutation: statements that raise or warn (their message text; the condition that "
+        "raises is mutated) and print/log/progress output; reported apart (*text only*): "
+        "functions that only format text ("
+        + ", ".join(sorted({f for v in NOT_NUMERICAL.values() for f in v})) + ").",
         "",
         "| module | files | mutants | killed | timeout | equivalent | survived | no tests | "
-        "score | text only | minutes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "score | text only | minutes | run on |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        c = r.counts(equivalent)
+        c = r.counts(eq)
         lines.append(f"| {r.name} | {', '.join(Path(f).name for f in r.files)} | {c['total']} | "
                      f"{c['killed']} | {c['timeout']} | {c['equivalent']} | {c['survived']} | "
                      f"{c['no tests']} | {score(c):.1f} % | {c['not numerical']} | "
-                     f"{r.seconds / 60:.1f} |")
+                     f"{r.seconds / 60:.1f} | {r.date} |")
     lines += ["", "Tests run per module:", ""]
     for r in results:
         lines.append(f"- {r.name}: " + ", ".join(f"`{t}`" for t in r.tests))
     for r in results:
-        open_ = [m for m, s in r.status.items()
-                 if s not in ("killed", "timeout") and not r.not_numerical(m)]
+        open_ = [m for m, st in r.status.items()
+                 if st not in ("killed", "timeout") and not r.not_numerical(m)]
         if not open_:
             continue
         lines += ["", f"## {r.name}: mutants not killed", ""]
         for m in sorted(open_, key=natural):
-            why = equivalent.get(m)
-            head = f"- `{m}` ({r.status[m]})" + (f": **equivalent**: {why}" if why else
-                                                 ": **open**")
-            lines.append(head)
+            why = eq.explain(r.name, m, r.diffs.get(m, ""))
+            lines.append(f"- `{m}` ({r.status[m]})" + (f": equivalent: {why}" if why else
+                                                      ": **open**"))
             diff = r.diffs.get(m, "")
             if diff:
                 lines += ["  ```diff"] + ["  " + l for l in diff.splitlines()] + ["  ```"]
-    stale = sorted(set(equivalent) - {m for r in results for m, s in r.status.items()
-                                      if s not in ("killed", "timeout")})
-    ran = {r.name for r in results}
-    stale = [m for m in stale if any(f"stir_lib.{Path(f).stem}." in m
-                                     for r in results for f in r.files)]
-    if stale and ran:
-        lines += ["", "## Explanations no longer needed (killed now, or renamed)", ""]
-        lines += [f"- `{m}`" for m in stale]
+    stale = sorted(m for m in set(eq.mutants) - eq.used
+                   if any(m.startswith(f"stir_lib.{Path(f).with_suffix('').as_posix()}"
+                                       .replace("/", ".").replace("stir_lib.stir_lib.",
+                                                                  "stir_lib."))
+                          for r in results for f in r.files))
+    if stale:
+        lines += ["", "## Explanations in equivalent.toml no longer needed (killed or renamed)",
+                  ""] + [f"- `{m}`" for m in stale]
     text = "\n".join(lines) + "\n"
     path.write_text(text)
     return text
+
+
+def save_result(r: ModuleResult) -> None:
+    out = ROOT / "_build" / "mutation" / r.name / "result.json"
+    out.write_text(json.dumps(dict(name=r.name, files=r.files, tests=r.tests, date=r.date,
+                                   seconds=r.seconds, status=r.status, diffs=r.diffs)))
+
+
+def load_result(name: str) -> ModuleResult | None:
+    path = ROOT / "_build" / "mutation" / name / "result.json"
+    if not path.exists():
+        return None
+    d = json.loads(path.read_text())
+    return ModuleResult(d["name"], d["files"], d["tests"], d["seconds"], d["status"], d["date"],
+                        d["diffs"])
 
 
 def natural(s: str):
@@ -281,6 +363,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help=f"some of {sorted(MODULES)}; all by default")
     parser.add_argument("--list", action="store_true", help="list the modules and their tests")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report from the last run of each module (after "
+                             "editing equivalent.toml), running nothing")
+    parser.add_argument("--collect", type=float, metavar="SECONDS",
+                        help="read the finished mutmut run of each named module from its "
+                             "scratch copy (its wall time in SECONDS) instead of running it")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--report", type=Path, default=HERE / "REPORT.md")
     args = parser.parse_args(argv)
@@ -293,17 +381,23 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"run_mutation: expected module names among {sorted(MODULES)}, got {unknown}")
     names = args.modules or list(MODULES)
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    t0 = time.perf_counter()
-    results = []
     for name in names:
-        print(f"{name}: mutating {', '.join(MODULES[name][0])} ...", flush=True)
-        r = run_module(name, args.max_children)
-        c = r.counts(load_equivalent())
+        if args.report_only:
+            continue
+        if args.collect is not None:
+            tests = [t for t in MODULES[name][1] if (ROOT / t).exists()]
+            r = collect(name, tests, args.collect)
+        else:
+            print(f"{name}: mutating {', '.join(MODULES[name][0])} ...", flush=True)
+            r = run_module(name, args.max_children)
+        save_result(r)
+        c = r.counts(Equivalence())
         print(f"{name}: {c['killed'] + c['timeout']}/{c['total'] - c['equivalent']} killed "
               f"({score(c):.1f} %), {c['survived']} survived, {c['no tests']} without tests, "
-              f"{r.seconds:.0f} s", flush=True)
-        results.append(r)
-    report(results, args.report, started, time.perf_counter() - t0)
+              f"{c['equivalent']} equivalent, {r.seconds:.0f} s", flush=True)
+    # the report covers every module with a saved run (its date is that of this call)
+    results = [r for r in (load_result(n) for n in MODULES) if r is not None]
+    report(results, args.report, started)
     print(f"report: {args.report}")
 
 
