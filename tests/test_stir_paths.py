@@ -1,0 +1,126 @@
+"""STIR assembled by hand from its parts, for every option it passes on.
+
+STIR(m2 | m1) = CKA(m2(X), m2(X')) with X' the IRIs of m1 (Nanda et al. 2022, eq. 1). These
+tests build that number from `invert`, `representation` and `linear_cka` directly, with
+non-default layers, boxes, spatial pooling, batch sizes and several seeds, and check that
+`stir` and `stir_matrix` give exactly it; plus the Score and summary arithmetic and the
+checks of the seeds argument. Written against the mutation report
+(tests/mutation/REPORT.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from stir_lib.inversion import invert, representation
+from stir_lib.similarity import linear_cka
+from stir_lib.stir import Score, stir, stir_matrix
+
+F64 = torch.float64
+
+
+def conv(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.Flatten(),
+                         nn.Linear(48, 5)).to(F64).eval()
+
+
+def images(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 4, 4, generator=g, dtype=F64) * 2 - 1     # in [-1, 1]
+
+
+OPTS = dict(spatial="mean", box=(-1.0, 1.0), batch_size=4, steps=6, seed_kind="uniform")
+
+
+def by_hand(m1, m2, X, l1, l2, seed, **o):
+    rk = dict(spatial=o["spatial"], box=o["box"], batch_size=o["batch_size"])
+    iris = invert(m1, X, l1, seed=seed, steps=o["steps"], seed_kind=o["seed_kind"],
+                  **rk).x_prime
+    return linear_cka(representation(m2, X, l2, **rk), representation(m2, iris, l2, **rk)), iris
+
+
+def test_stir_is_cka_of_the_scoring_model_on_the_other_models_iris():
+    m1, m2, X = conv(0), conv(1), images()
+    r = stir(m1, m2, X, layer1="1", layer2="1", seeds=(3, 5), use_cache=False,
+             return_iris=True, **OPTS)
+    for k, seed in enumerate((3, 5)):
+        want21, iris1 = by_hand(m1, m2, X, "1", "1", seed, **OPTS)
+        want12, iris2 = by_hand(m2, m1, X, "1", "1", seed, **OPTS)
+        assert r.m2_given_m1.values[k] == pytest.approx(want21, rel=1e-12)
+        assert r.m1_given_m2.values[k] == pytest.approx(want12, rel=1e-12)
+        torch.testing.assert_close(r.iris_m1[k], iris1, rtol=0, atol=0)
+        torch.testing.assert_close(r.iris_m2[k], iris2, rtol=0, atol=0)
+    rk = dict(spatial="mean", box=(-1.0, 1.0))
+    assert r.cka.values == (pytest.approx(linear_cka(representation(m1, X, "1", **rk),
+                                                     representation(m2, X, "1", **rk))),)
+    assert r.distance_m1.shape == r.evaluations_m2.shape == (2, len(X))
+    assert r.evaluations_m1.eq(OPTS["steps"] + 1).all()
+    assert (r.seeds, r.layer1, r.layer2, r.n, r.seed_kind) == ((3, 5), "1", "1", 6, "uniform")
+    no_iris = stir(m1, m2, X, layer1="1", layer2="1", seeds=(3, 5), use_cache=False, **OPTS)
+    assert no_iris.iris_m1 is None and no_iris.iris_m2 is None
+    assert no_iris.m2_given_m1 == r.m2_given_m1
+
+
+def test_stir_matrix_rows_are_stir_of_the_reference():
+    models = {"a": conv(0), "b": conv(1), "c": conv(2)}
+    X = images()
+    S, C, sd, iris = stir_matrix(models, X, layers={"a": "1", "b": "1", "c": "1"}, seeds=(3, 5),
+                                 use_cache=False, return_std=True, return_iris=True, **OPTS)
+    for a in models:
+        for b in models:
+            vals = [by_hand(models[a], models[b], X, "1", "1", s, **OPTS)[0] for s in (3, 5)]
+            assert S.loc[a, b] == pytest.approx(np.mean(vals), rel=1e-12)
+            assert sd.loc[a, b] == pytest.approx(np.std(vals, ddof=1), rel=1e-9, abs=1e-12)
+    assert set(iris) == {(n, s) for n in models for s in (3, 5)}
+    np.testing.assert_allclose(C.values, C.values.T)
+    assert S.index.name == "reference" and S.columns.name == "scored by"
+    one = stir_matrix(models, X, layers={"a": "1", "b": "1", "c": "1"}, seeds=3,
+                      use_cache=False, return_std=True, **OPTS)
+    assert one[2].isna().all().all()
+    with pytest.raises(ValueError, match=r"^layers: expected keys among the model names"):
+        stir_matrix(models, X, layers={"z": "1"}, **OPTS)
+
+
+def test_score_arithmetic_and_summary():
+    s = Score((0.5, 0.7, 0.9))
+    assert s.mean == pytest.approx(0.7) and float(s) == s.mean
+    assert s.std == pytest.approx(0.2)
+    assert math.isnan(Score((0.4,)).std)
+    assert str(s) == "0.700 ± 0.200" and str(Score((0.4,))) == "0.400 (1 seed)"
+    m1, m2, X = conv(0), conv(1), images()
+    r = stir(m1, m2, X, seeds=(0, 1), use_cache=False, **OPTS)
+    summ = r.summary()
+    assert summ == {
+        "m2_given_m1": r.m2_given_m1.mean, "m2_given_m1_std": r.m2_given_m1.std,
+        "m1_given_m2": r.m1_given_m2.mean, "m1_given_m2_std": r.m1_given_m2.std,
+        "cka": r.cka.mean, "cka_std": summ["cka_std"],
+        "distance_m1": pytest.approx(float(r.distance_m1.mean())),
+        "distance_m2": pytest.approx(float(r.distance_m2.mean()))}
+    assert math.isnan(summ["cka_std"])
+
+
+@pytest.mark.parametrize("seeds, error, match", [
+    (True, TypeError, "seeds: expected an int or a sequence"),
+    (2.0, TypeError, "seeds: expected an int or a sequence"),
+    ((), ValueError, "seeds: expected a non-empty sequence of ints"),
+    ((1, True), ValueError, "seeds: expected a non-empty sequence of ints"),
+    ((1, 2, 1), ValueError, "seeds: expected distinct seeds"),
+])
+def test_bad_seeds_are_refused(seeds, error, match):
+    with pytest.raises(error, match=match):
+        stir(conv(0), conv(1), images(), seeds=seeds, use_cache=False, **OPTS)
+    with pytest.raises(error, match=match):
+        stir_matrix({"a": conv(0)}, images(), seeds=seeds, use_cache=False, **OPTS)
+
+
+def test_one_image_is_too_few():
+    for call in (lambda: stir(conv(0), conv(1), images(1), use_cache=False, **OPTS),
+                 lambda: stir_matrix({"a": conv(0)}, images(1), use_cache=False, **OPTS)):
+        with pytest.raises(ValueError, match=r"^X: expected at least 2 images"):
+            call()
