@@ -42,7 +42,8 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
                 ["tests/test_attacks.py", "tests/test_box_lbfgs.py",
                  "tests/test_independent_answers.py"]),
     "training": (["stir_lib/training.py"],
-                 ["tests/test_training.py", "tests/test_independent_answers.py"]),
+                 ["tests/test_training.py", "tests/test_training_steps.py",
+                  "tests/test_independent_answers.py"]),
     "similarity": (["stir_lib/similarity.py", "stir_lib/batch_cka.py"],
                    ["tests/test_similarity.py", "tests/test_similarity_edges.py",
                     "tests/test_independent_answers.py"]),
@@ -58,7 +59,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "transfer": (["stir_lib/transfer/heads.py"],
                  ["tests/test_transfer.py", "tests/test_transfer_selection.py",
                   "tests/test_independent_answers.py"]),
-    "cache": (["stir_lib/cache.py"], ["tests/test_cache.py"]),
+    "cache": (["stir_lib/cache.py"], ["tests/test_cache.py", "tests/test_cache_api.py"]),
 }
 
 # Lines (regular expressions) whose whole statement is never mutated.

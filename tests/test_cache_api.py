@@ -1,0 +1,195 @@
+"""The cache's bookkeeping: model identities, entry listing, temporaries, provenance, keys.
+
+tests/test_cache.py checks that entries are created once, round-trip, and are detected and
+redone when damaged; these tests cover what the runner and the jobs rely on besides: a
+model's identity follows its weights, architecture and tag; `exists`, `load_entry` and
+`entries` see exactly the complete entries; old temporaries of killed writers are removed
+and young ones kept; the recorded provenance names the job; keys are canonical. Written
+against the mutation report (tests/mutation/REPORT.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from stir_lib import cache
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.setenv("STIR_CACHE", str(tmp_path))
+    return tmp_path
+
+
+# ----------------------------------------------------------------------------- identity
+def net(seed=0, width=3):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(2, width), nn.ReLU(), nn.Linear(width, 2))
+
+
+def test_model_identity_follows_the_weights_and_the_architecture():
+    a, b = net(0), net(0)
+    ida = cache.model_identity(a)
+    assert ida.startswith("weights:") and ida == cache.model_identity(b)
+    assert len(ida.split(":")[1].split("-")) == 3             # weights, architecture, key names
+    assert cache.model_identity(net(1)) != ida                  # other weights
+    c = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2))
+    c.load_state_dict(a.state_dict())
+    assert cache.model_identity(c) != ida                       # same weights, other function
+    renamed = nn.Sequential()
+    renamed.add_module("first", nn.Linear(2, 3))
+    renamed.add_module("act", nn.ReLU())
+    renamed.add_module("last", nn.Linear(3, 2))
+    renamed.load_state_dict(dict(zip(["first.weight", "first.bias", "last.weight",
+                                      "last.bias"], a.state_dict().values())))
+    assert cache.model_identity(renamed).split("-")[0] == ida.split("-")[0]
+    assert cache.model_identity(renamed) != ida                 # other key names
+
+
+def test_a_tagged_model_is_known_by_its_key_until_its_weights_change():
+    a = net()
+    cache.tag_model(a, "abc123")
+    assert cache.model_identity(a) == "model:abc123"
+    assert a._stir_cache_tag == ("abc123", cache._weights_fingerprint(a))
+    with torch.no_grad():
+        a[0].bias += 1.0
+    assert cache.model_identity(a).startswith("weights:")
+
+
+# ----------------------------------------------------------------------------- entries
+def test_exists_load_entry_and_entries_see_complete_entries(root, monkeypatch):
+    monkeypatch.setenv("STIR_JOB_ID", "job-7")
+    assert not cache.exists("k", {"a": 1}) and cache.entries() == []
+    cache.get_or_create("k", {"a": 1}, lambda: {"v": torch.ones(2)}, device="cuda:3")
+    time.sleep(1.1)                                             # "when" has 1 s resolution
+    cache.get_or_create("other", {"a": 2}, lambda: 5)
+    assert cache.exists("k", {"a": 1}) and not cache.exists("k", {"a": 2})
+    key = cache.config_key("k", {"a": 1})
+    torch.testing.assert_close(cache.load_entry("k", key)["v"], torch.ones(2))
+    assert cache.load_entry("k", "0" * 24) is None
+    listed = cache.entries()
+    assert [e["kind"] for e in listed] == ["other", "k"]        # newest first
+    first = listed[1]
+    assert first["key"] == key and first["device"] == "cuda:3" and first["job"] == "job-7"
+    assert first["pid"] == os.getpid() and first["seconds"] >= 0
+    assert [e["kind"] for e in cache.entries("k")] == ["k"]
+    # a hidden folder (a writer's temporary) and an unreadable meta are not entries
+    hidden = root / "k" / ".tmp-writer"
+    hidden.mkdir()
+    (hidden / "meta.json").write_text("{}")
+    (root / "k" / key / "meta.json").write_text("{not json")
+    assert [e["kind"] for e in cache.entries()] == ["other"]
+    # a folder without its payload does not exist
+    (root / "other" / cache.config_key("other", {"a": 2}) / "payload.pt").unlink()
+    assert not cache.exists("other", {"a": 2})
+
+
+def test_meta_records_the_kind_config_checksum_and_time(root):
+    cache.get_or_create("k", {"b": (1, 2)}, lambda: 3)
+    meta = json.loads((cache.entry_path("k", {"b": (1, 2)}) / "meta.json").read_text())
+    assert meta["kind"] == "k" and meta["config"] == {"b": [1, 2]}
+    assert len(meta["sha256"]) == 64 and meta["computed"]["device"] == "cpu"
+    assert set(meta["computed"]) == {"host", "device", "job", "pid", "when", "seconds"}
+
+
+def test_a_finished_entry_removes_its_checkpoint(root):
+    ck = cache.checkpoint_path("k", {"c": 1})
+    assert ck.parent == cache.entry_path("k", {"c": 1}).parent
+    assert ck.name == f".{cache.config_key('k', {'c': 1})}.checkpoint.pt"
+    ck.parent.mkdir(parents=True)
+    ck.write_bytes(b"partial")
+    cache.get_or_create("k", {"c": 1}, lambda: 1)
+    assert not ck.exists()
+
+
+def test_old_temporaries_are_cleaned_and_young_ones_kept(root):
+    (root / "k").mkdir()
+    old, young, entry = root / "k" / ".old", root / "k" / ".young", root / "k" / "abc"
+    for d in (old, young, entry):
+        d.mkdir()
+    hours = 3600
+    os.utime(old, (time.time() - 30 * hours, time.time() - 30 * hours))
+    os.utime(entry, (time.time() - 30 * hours, time.time() - 30 * hours))
+    os.utime(young, (time.time() - 2 * hours, time.time() - 2 * hours))
+    assert cache.clean_temporaries() == 1
+    assert not old.exists() and young.exists() and entry.exists()
+    assert cache.clean_temporaries(max_age_hours=1.0) == 1 and not young.exists()
+
+
+def test_publish_refuses_to_overwrite(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    (a / "f").write_text("1")
+    b.mkdir()
+    (b / "g").write_text("2")
+    assert cache._publish(a, b) is False and (b / "g").exists()
+    c = tmp_path / "c"
+    assert cache._publish(a, c) is True and (c / "f").exists()
+    with pytest.raises(OSError):
+        cache._publish(tmp_path / "missing", tmp_path / "d")
+
+
+# ----------------------------------------------------------------------------- provenance
+@pytest.mark.parametrize("env, job", [
+    ({"SLURM_ARRAY_JOB_ID": "10", "SLURM_ARRAY_TASK_ID": "3", "SLURM_JOB_ID": "99"}, "10_3"),
+    ({"SLURM_ARRAY_JOB_ID": "10"}, "10_"),
+    ({"SLURM_JOB_ID": "99", "STIR_JOB_ID": "x"}, "99"),
+    ({"STIR_JOB_ID": "x"}, "x"),
+    ({}, None),
+])
+def test_provenance_names_the_job(monkeypatch, env, job):
+    for k in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID", "STIR_JOB_ID"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    p = cache.provenance(torch.device("cpu"))
+    assert p["job"] == job and p["device"] == "cpu" and p["pid"] == os.getpid()
+    assert p["host"] and time.strptime(p["when"][:19], "%Y-%m-%d %H:%M:%S")
+    assert cache.provenance()["device"] == "cpu"
+    assert cache.provenance("cuda:1")["device"] == "cuda:1"
+
+
+# ----------------------------------------------------------------------------- keys
+@dataclass
+class Cfg:
+    lr: float
+    steps: tuple
+
+
+def test_canonical_forms():
+    assert cache._canonical(Cfg(0.1, (1, 2))) == {"lr": 0.1, "steps": [1, 2]}
+    assert cache._canonical({2: "b", 1: ("a",)}) == {"1": ["a"], "2": "b"}
+    assert list(cache._canonical({"b": 1, "a": 2})) == ["a", "b"]
+    assert cache._canonical(float("nan")) == "nan"
+    assert cache._canonical([True, None, 3, "s"]) == [True, None, 3, "s"]
+    k = cache.config_key("kind", {"x": 1})
+    assert len(k) == 24 and int(k, 16) >= 0
+    assert k != cache.config_key("kind2", {"x": 1})
+    assert cache.entry_path("kind", {"x": 1}) == cache.cache_root() / "kind" / k
+
+
+def test_fingerprint_sees_shape_dtype_and_bytes():
+    x = torch.arange(6.0)
+    fp = cache.fingerprint(x)
+    assert len(fp) == 16
+    assert cache.fingerprint(x.view(2, 3)) != fp
+    assert cache.fingerprint(x.double()) != fp
+    assert cache.fingerprint(x + 1) != fp
+    assert cache.fingerprint(x, x) != fp
+    assert cache.fingerprint(torch.zeros(0)) != cache.fingerprint(torch.zeros(0, 2))
+
+
+def test_cache_root_default_is_in_the_home_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("STIR_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache.cache_root() == Path(tmp_path) / ".cache" / "stir_lib"
+    monkeypatch.setenv("STIR_CACHE", "~/elsewhere")
+    assert cache.cache_root() == Path(tmp_path) / "elsewhere"

@@ -1,0 +1,164 @@
+"""The training loop, step by step, against a loop written by hand.
+
+`train` is minibatch SGD or Adam on cross-entropy (or an adversarial loss) plus the
+penalty sum_W lambda ||W||_F^2 on weight matrices, with a per-step learning-rate factor
+(cosine to 0 over the run, a /10 step every lr_step epochs, or constant) and a seeded
+batch order. A plain loop with torch's optimisers and the documented factor gives the
+same weights and epoch losses; the penalty, the PGD-AT and half-clean losses and the
+arguments handed to the attack are written out too. Written against the mutation report
+(tests/mutation/REPORT.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stir_lib import training
+from stir_lib.models import ImageModel
+from stir_lib.training import TrainConfig, train
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return ImageModel([("flatten", nn.Flatten()), ("fc", nn.Linear(4, 5)), ("relu", nn.ReLU())],
+                      nn.Linear(5, 3), (1, 2, 2))
+
+
+def tiny_data(n=22, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 2, 2, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def by_hand(model, x, y, cfg: TrainConfig):
+    params = list(model.parameters())
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.optim_weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                              weight_decay=cfg.optim_weight_decay)
+    per_epoch = math.ceil(len(x) / cfg.batch_size)
+    total = cfg.epochs * per_epoch
+    g = torch.Generator().manual_seed(cfg.seed)
+    weights = [p for p in params if p.ndim >= 2]
+    lams = ([cfg.weight_decay] * len(weights) if isinstance(cfg.weight_decay, (int, float))
+            else list(cfg.weight_decay))
+    losses, step = [], 0
+    model.train()
+    for _ in range(cfg.epochs):
+        run = 0.0
+        for idx in torch.randperm(len(x), generator=g).split(cfg.batch_size):
+            if cfg.lr_schedule == "cosine":
+                factor = 0.5 * (1 + math.cos(math.pi * step / total))
+            elif cfg.lr_schedule == "step":
+                factor = 0.1 ** ((step // per_epoch) // cfg.lr_step)
+            else:
+                factor = 1.0
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * factor
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss = loss + sum(lam * w.pow(2).sum() for lam, w in zip(lams, weights) if lam)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run += float(loss.detach()) * len(idx)
+            step += 1
+        losses.append(run / len(x))
+    return losses
+
+
+@pytest.mark.parametrize("cfg", [
+    TrainConfig(epochs=3, batch_size=8, optimizer="sgd", lr=0.3, momentum=0.7,
+                lr_schedule="cosine", seed=4),
+    TrainConfig(epochs=5, batch_size=5, optimizer="sgd", lr=0.2, momentum=0.0,
+                lr_schedule="step", lr_step=2, weight_decay=1e-2, seed=1),
+    TrainConfig(epochs=3, batch_size=22, optimizer="adam", lr=0.05, lr_schedule="constant",
+                optim_weight_decay=1e-3, weight_decay=(0.0, 3e-2), seed=2),
+    TrainConfig(epochs=2, batch_size=7, optimizer="adam", lr=0.02, lr_schedule="cosine",
+                seed=0),
+])
+def test_train_is_the_loop_it_documents(cfg):
+    x, y = tiny_data()
+    a, b = tiny_model(), tiny_model()
+    hist = train(a, x, y, cfg, progress=False)
+    want = by_hand(b, x, y, cfg)
+    assert hist["loss"] == pytest.approx(want, rel=1e-5)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    assert not a.training and all(p.requires_grad for p in a.parameters())
+
+
+@torch.no_grad()
+def test_weight_penalty_is_lambda_times_squared_frobenius_of_matrices_only():
+    model = tiny_model()
+    W1, W2 = model.body.fc.weight, model.head.weight
+    want = 0.1 * W1.pow(2).sum() + 0.1 * W2.pow(2).sum()
+    assert float(training._weight_penalty(model, 0.1)) == pytest.approx(float(want))
+    per = float(training._weight_penalty(model, (0.2, 0.0)))
+    assert per == pytest.approx(float(0.2 * W1.pow(2).sum()))
+    head_only = float(training._weight_penalty(model, (0.2, 0.5), trained=model.head))
+    assert head_only == pytest.approx(float(0.5 * W2.pow(2).sum()))
+    assert training._weight_penalty(model, 0.0) == 0.0
+    assert training._weight_penalty(model, 0) == 0.0
+    with pytest.raises(ValueError, match=r"one lambda per weight matrix of the model \(2\), got 3"):
+        training._weight_penalty(model, (0.1, 0.1, 0.1))
+
+
+def fixed_attack(monkeypatch, delta):
+    calls = []
+
+    def fake(model, xb, yb, **kw):
+        calls.append(kw)
+        return (xb + delta).clamp(0, 1)
+    monkeypatch.setattr(training, "pgd", fake)
+    return calls
+
+
+def test_pgd_at_and_half_clean_losses(monkeypatch):
+    model, (x, y) = tiny_model(), tiny_data(6)
+    delta = 0.1 * torch.ones_like(x)
+    calls = fixed_attack(monkeypatch, delta)
+    cfg = TrainConfig(loss="pgd-at", adv_eps=0.3, adv_steps=5, adv_norm="linf",
+                      adv_step_size=0.07)
+    x_adv = (x + delta).clamp(0, 1)
+    at = training._adv_loss(model, x, y, cfg, step_seed=11)
+    assert float(at) == pytest.approx(float(F.cross_entropy(model(x_adv), y)), rel=1e-6)
+    mix = training._adv_loss(model, x, y, TrainConfig(loss="pgd-mix", adv_eps=0.3), 12)
+    want = 0.5 * (F.cross_entropy(model(x), y) + F.cross_entropy(model(x_adv), y))
+    assert float(mix) == pytest.approx(float(want), rel=1e-6)
+    assert calls[0] == dict(norm="linf", eps=0.3, steps=5, step_size=0.07, seed=11)
+    assert calls[1] == dict(norm="l2", eps=0.3, steps=7, step_size=None, seed=12)
+    clean = training._adv_loss(model, x, y, TrainConfig(), 0)
+    assert float(clean) == pytest.approx(float(F.cross_entropy(model(x), y)), rel=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["trades", "mart"])
+def test_trades_and_mart_hand_the_attack_their_settings(monkeypatch, loss):
+    model, (x, y) = tiny_model(), tiny_data(6)
+    calls = fixed_attack(monkeypatch, 0.05)
+    cfg = TrainConfig(loss=loss, adv_eps=0.25, adv_steps=3, adv_norm="linf", adv_step_size=0.1)
+    training._adv_loss(model, x, y, cfg, step_seed=9)
+    kw = dict(calls[0])
+    if loss == "trades":
+        assert callable(kw.pop("loss"))       # the KL to the clean prediction, not CE
+    assert kw == dict(norm="linf", eps=0.25, steps=3, step_size=0.1, seed=9)
+
+
+def test_adversarial_training_seeds_each_step_apart(monkeypatch):
+    calls = fixed_attack(monkeypatch, 0.0)
+    x, y = tiny_data(10)
+    cfg = TrainConfig(loss="pgd-at", adv_eps=0.1, epochs=2, batch_size=5, seed=3)
+    train(tiny_model(), x, y, cfg, progress=False)
+    assert [c["seed"] for c in calls] == [3 * 1_000_003 + s for s in range(4)]
+
+
+def test_history_counts_the_images_and_time():
+    x, y = tiny_data()
+    hist = train(tiny_model(), x, y, TrainConfig(epochs=2, batch_size=8), progress=False)
+    assert len(hist["loss"]) == 2 and hist["resumed_at_epoch"] == 0 and hist["seconds"] > 0
+    assert hist["images_per_second"] == pytest.approx(2 * len(x) / hist["seconds"], rel=1e-6)
+    assert hist["snapshots"] == {}
