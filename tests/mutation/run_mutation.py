@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 # name -> (the module's file(s), the tests that are meant to catch its bugs)
 MODULES: dict[str, tuple[list[str], list[str]]] = {
     "attacks": (["stir_lib/attacks.py"],
-                ["tests/test_attacks.py", "tests/test_box_lbfgs.py",
+                ["tests/test_attacks.py", "tests/test_box_lbfgs.py", "tests/test_pgd_steps.py",
                  "tests/test_independent_answers.py"]),
     "training": (["stir_lib/training.py"],
                  ["tests/test_training.py", "tests/test_training_steps.py",
