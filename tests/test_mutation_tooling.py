@@ -1,0 +1,102 @@
+"""The mutation-testing script's own logic: names, classes of equivalent mutants, scores.
+
+tests/mutation/run_mutation.py is run by hand (not in CI); what it decides about a mutant
+(which function it is in, whether an equivalence rule explains it, the score) is checked
+here, so that a report cannot call a real bug equivalent by a loose rule.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+spec = importlib.util.spec_from_file_location("run_mutation", HERE / "mutation" / "run_mutation.py")
+rm = importlib.util.module_from_spec(spec)
+sys.modules["run_mutation"] = rm          # dataclasses look their module up there
+spec.loader.exec_module(rm)
+
+
+def test_mutant_function_names():
+    assert rm.mutant_function("stir_lib.verdicts.x__finite__mutmut_3") == "_finite"
+    assert rm.mutant_function("stir_lib.verdicts.x_welch__mutmut_17") == "welch"
+    assert rm.mutant_function("stir_lib.verdicts.xǁEstimateǁformat__mutmut_2") == "format"
+    assert rm.mutant_function("stir_lib.transfer.heads.x_fine_tune__mutmut_1") == "fine_tune"
+
+
+@pytest.mark.parametrize("diff, device_only", [
+    ('-    d = torch.empty(n, dtype=torch.long, device="cpu")\n'
+     '+    d = torch.empty(n, dtype=torch.long, device=None)', True),
+    ('-    d = torch.empty(n, dtype=torch.long, device="cpu")\n'
+     '+    d = torch.empty(n, dtype=torch.long, )', True),
+    ('-    return p["x"].to(device)\n+    return p["x"].to(None)', True),
+    ('-    d = torch.empty(n, dtype=torch.long, device="cpu")\n'
+     '+    d = torch.empty(n, dtype=None, device="cpu")', False),
+    ('-    rows = torch.arange(n, device=dev)\n+    rows = torch.arange(n + 1, device=dev)', False),
+    ('-    a = x + 1\n+    a = x - 1', False),
+])
+def test_device_only_mutants(diff, device_only):
+    assert rm._only_device(diff) is device_only
+
+
+def test_rules_match_on_module_function_and_lines(tmp_path):
+    toml = tmp_path / "eq.toml"
+    toml.write_text('''
+[[rule]]
+module = "verdicts"
+function = "welch"
+plus = 'x\\.size <= 2'
+reason = "r1"
+
+[[rule]]
+plus = 'float\\("NAN"\\)'
+reason = "r2"
+
+[mutants]
+"stir_lib.stir.x_stir__mutmut_5" = "r3"
+''')
+    eq = rm.Equivalence(toml)
+    diff = "-    if x.size < 2:\n+    if x.size <= 2:"
+    assert eq.explain("verdicts", "stir_lib.verdicts.x_welch__mutmut_18", diff) == "r1"
+    assert eq.explain("verdicts", "stir_lib.verdicts.x_paired__mutmut_18", diff) is None
+    assert eq.explain("similarity", "stir_lib.similarity.x_welch__mutmut_18", diff) is None
+    assert eq.explain("stir", "stir_lib.stir.x_a__mutmut_1",
+                      '-    v = float("nan")\n+    v = float("NAN")') == "r2"
+    assert eq.explain("stir", "stir_lib.stir.x_stir__mutmut_5", "") == "r3"
+    assert eq.used == {"stir_lib.stir.x_stir__mutmut_5"}
+    assert eq.explain("stir", "stir_lib.stir.x_a__mutmut_2", "-    a = 1\n+    a = 2") is None
+
+
+def test_scores_leave_equivalent_and_text_mutants_out(tmp_path):
+    r = rm.ModuleResult("verdicts", ["stir_lib/verdicts.py"], [], status={
+        "stir_lib.verdicts.x_a__mutmut_1": "killed",
+        "stir_lib.verdicts.x_a__mutmut_2": "survived",
+        "stir_lib.verdicts.x_a__mutmut_3": "timeout",
+        "stir_lib.verdicts.x_b__mutmut_1": "no tests",
+        "stir_lib.verdicts.xǁEstimateǁformat__mutmut_1": "survived",
+    }, diffs={"stir_lib.verdicts.x_a__mutmut_2": '-    v = float("nan")\n+    v = float("NAN")',
+              "stir_lib.verdicts.x_b__mutmut_1": "-    a = 1\n+    a = 2"})
+    eq = rm.Equivalence(HERE / "mutation" / "equivalent.toml")
+    c = r.counts(eq)
+    assert (c["total"], c["killed"], c["timeout"], c["equivalent"], c["no tests"],
+            c["not numerical"]) == (4, 1, 1, 1, 1, 1)
+    assert rm.score(c) == pytest.approx(100 * 2 / 3)
+    assert math.isnan(rm.score(dict(total=0, equivalent=0, killed=0, timeout=0)))
+
+
+def test_the_shipped_rules_are_well_formed():
+    data = tomllib.loads((HERE / "mutation" / "equivalent.toml").read_text())
+    for rule in data["rule"]:
+        assert set(rule) <= {"module", "function", "minus", "plus", "reason"}
+        assert rule["reason"] and ("plus" in rule or "minus" in rule), rule
+        assert rule.get("module", "verdicts") in rm.MODULES
+    for name, reason in data.get("mutants", {}).items():
+        assert name.startswith("stir_lib.") and "__mutmut_" in name and reason
+    for name, (files, tests) in rm.MODULES.items():
+        assert all((HERE.parent / f).is_file() for f in files), name
+        assert all((HERE.parent / t).is_file() for t in tests), name
