@@ -193,3 +193,138 @@ def test_cache_root_default_is_in_the_home_folder(monkeypatch, tmp_path):
     assert cache.cache_root() == Path(tmp_path) / ".cache" / "stir_lib"
     monkeypatch.setenv("STIR_CACHE", "~/elsewhere")
     assert cache.cache_root() == Path(tmp_path) / "elsewhere"
+
+
+# ----------------------------------------------------------------------------- pinned formats
+def test_key_formats_are_pinned():
+    """Recorded once (2026-12-06): a change of the key format would silently orphan every
+    reader's cache (or, worse, let two configurations share an entry)."""
+    assert cache.config_key("kind", {"a": 1, "b": [1.5, "x"]}) == "3453a993169674113733ee36"
+    assert cache.fingerprint(torch.arange(6.0)) == "d1fa5e76a3e55161"
+    assert len(cache.code_version(cache)) == 16
+    a = net()
+    state = a.state_dict()
+    assert cache._weights_fingerprint(a) == "-".join([
+        cache.fingerprint(*state.values()), cache.config_key("arch", repr(a))[:8],
+        cache.config_key("keys", list(state))[:8]])
+
+
+def test_canonical_sorts_mixed_keys_by_their_text():
+    assert list(cache._canonical({2: 1, "10": 2, "a": 3})) == ["10", "2", "a"]
+
+
+# ----------------------------------------------------------------------------- loading
+class Opaque:
+    pass
+
+
+def test_an_entry_that_needs_arbitrary_code_is_not_loaded(root):
+    """Entries are read with weights_only=True: a payload that would run code on load (a
+    pickled object of any class) counts as corrupt and is recomputed."""
+    path = cache.entry_path("k", {"o": 1})
+    path.mkdir(parents=True)
+    torch.save({"obj": Opaque()}, path / "payload.pt")
+    from stir_lib.paths import sha256_file
+    (path / "meta.json").write_text(json.dumps({"sha256": sha256_file(path / "payload.pt")}))
+    with pytest.warns(UserWarning, match="corrupt or incomplete"):
+        assert cache.get_or_create("k", {"o": 1}, lambda: 7) == 7
+
+
+def test_a_corrupt_entry_that_cannot_be_deleted_is_still_recomputed(root, monkeypatch):
+    real = cache.shutil.rmtree
+
+    def stubborn(path, ignore_errors=False):
+        if not ignore_errors:
+            raise PermissionError(path)
+        return real(path, ignore_errors=True)
+    monkeypatch.setattr(cache.shutil, "rmtree", stubborn)
+    path = cache.entry_path("k", {"d": 1})
+    path.mkdir(parents=True)
+    (path / "meta.json").write_text("{}")
+    with pytest.warns(UserWarning):
+        assert cache.get_or_create("k", {"d": 1}, lambda: 3) == 3
+    (root / "k" / ".old").mkdir()
+    os.utime(root / "k" / ".old", (0, 0))
+    assert cache.clean_temporaries() == 1
+
+
+def test_load_entry_of_a_missing_key_is_quiet(root):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cache.load_entry("k", "f" * 24) is None
+
+
+# ----------------------------------------------------------------------------- writing
+def test_time_and_temporary_of_a_new_entry(root, monkeypatch):
+    published = []
+    real = cache._publish
+
+    def spy(tmp, path):
+        published.append((tmp, path, sorted(p.name for p in tmp.iterdir())))
+        return real(tmp, path)
+    monkeypatch.setattr(cache, "_publish", spy)
+    cache.get_or_create("k", {"t": 1}, lambda: time.sleep(0.05) or 1)
+    tmp, path, files = published[0]
+    assert tmp.parent == path.parent and tmp.name.startswith(f".{path.name}.")
+    assert files == ["meta.json", "payload.pt"]
+    seconds = json.loads((path / "meta.json").read_text())["computed"]["seconds"]
+    assert isinstance(seconds, float) and 0.04 <= seconds <= 5 and seconds == round(seconds, 2)
+
+
+def test_a_writer_that_loses_the_race_returns_the_winners_entry(root, monkeypatch):
+    def other_writer_first(tmp, path):
+        monkeypatch.setattr(cache, "_publish", real)
+        cache.get_or_create("k", {"r": 1}, lambda: "winner")   # publishes first
+        return False
+    real = cache._publish
+    monkeypatch.setattr(cache, "_publish", other_writer_first)
+    assert cache.get_or_create("k", {"r": 1}, lambda: "loser") == "winner"
+
+
+@pytest.mark.filterwarnings("ignore:cache entry .* is corrupt or incomplete")
+def test_publishing_gives_up_after_three_tries(root, monkeypatch):
+    tries = []
+    monkeypatch.setattr(cache, "_publish", lambda tmp, path: tries.append(1) or False)
+    with pytest.raises(OSError, match="could not publish"):
+        cache.get_or_create("k", {"p": 1}, lambda: 1)
+    assert len(tries) == 3
+    assert not any(p.name.startswith(".") for p in (root / "k").iterdir())   # no temporary
+
+
+def test_publish_reports_a_lost_race_whatever_the_error(tmp_path):
+    target = tmp_path / "b"
+    target.mkdir()
+    assert cache._publish(tmp_path / "missing", target) is False
+
+
+def test_clean_temporaries_counts_and_uses_a_day_by_default(root):
+    (root / "k").mkdir()
+    now = time.time()
+    for name, age in ((".a", 24 * 3600 + 12), (".b", 30 * 3600), (".c", 23.9 * 3600)):
+        (root / "k" / name).mkdir()
+        os.utime(root / "k" / name, (now - age, now - age))
+    assert cache.clean_temporaries() == 2 and (root / "k" / ".c").exists()
+
+
+def test_entries_without_kind_computed_or_time(root):
+    for name, meta in (("aaa", {"computed": {"when": "2026-01-02"}}),
+                       ("bbb", {"kind": "x"}),
+                       ("ccc", {"kind": "x", "computed": {"when": "2026-01-01"}})):
+        (root / "x" / name).mkdir(parents=True)
+        (root / "x" / name / "meta.json").write_text(json.dumps(meta))
+    listed = cache.entries()
+    assert [e["key"] for e in listed] == ["aaa", "ccc", "bbb"]      # no time: last
+    assert listed[0]["kind"] == "x" and listed[2] == {"kind": "x", "key": "bbb"}
+
+
+def test_memo_keeps_every_set_of_tensors(monkeypatch):
+    calls = []
+    real = cache._hash
+    monkeypatch.setattr(cache, "_hash", lambda ts: calls.append(1) or real(ts))
+    a, b = torch.arange(3.0), torch.arange(4.0)
+    with cache.memoized_fingerprints():
+        fa, fb = cache.fingerprint(a), cache.fingerprint(b)
+        assert cache.fingerprint(a) == fa and cache.fingerprint(b) == fb
+        assert cache.fingerprint(a, b) != fa
+    assert len(calls) == 3
