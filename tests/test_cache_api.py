@@ -310,12 +310,13 @@ def test_clean_temporaries_counts_and_uses_a_day_by_default(root):
 def test_entries_without_kind_computed_or_time(root):
     for name, meta in (("aaa", {"computed": {"when": "2026-01-02"}}),
                        ("bbb", {"kind": "x"}),
-                       ("ccc", {"kind": "x", "computed": {"when": "2026-01-01"}})):
+                       ("ccc", {"kind": "y", "computed": {"when": "2026-01-01"}})):
         (root / "x" / name).mkdir(parents=True)
         (root / "x" / name / "meta.json").write_text(json.dumps(meta))
     listed = cache.entries()
     assert [e["key"] for e in listed] == ["aaa", "ccc", "bbb"]      # no time: last
     assert listed[0]["kind"] == "x" and listed[2] == {"kind": "x", "key": "bbb"}
+    assert listed[1]["kind"] == "y"                               # the meta's kind first
 
 
 def test_memo_keeps_every_set_of_tensors(monkeypatch):
