@@ -124,3 +124,69 @@ def test_one_image_is_too_few():
                  lambda: stir_matrix({"a": conv(0)}, images(1), use_cache=False, **OPTS)):
         with pytest.raises(ValueError, match=r"^X: expected at least 2 images"):
             call()
+
+
+# ----------------------------------------------------------------------------- arguments
+def test_errors_name_the_argument_at_fault():
+    m, X = conv(0), images()
+    kw = dict(use_cache=False, **OPTS)
+    with pytest.raises(TypeError, match=r"^m1: expected a torch.nn.Module"):
+        stir("model", m, X, **kw)
+    with pytest.raises(TypeError, match=r"^m2: expected a torch.nn.Module"):
+        stir(m, "model", X, **kw)
+    with pytest.raises(ValueError, match=r"^layer1: expected a module path"):
+        stir(m, m, X, layer1="nope", **kw)
+    with pytest.raises(ValueError, match=r"^layer2: expected a module path"):
+        stir(m, m, X, layer2="nope", **kw)
+    with pytest.raises(ValueError, match=r"^X: expected values in the box \[0, 1\]"):
+        stir(m, m, X, use_cache=False)                  # X in [-1, 1], default box
+    with pytest.raises(TypeError, match=r"^models\['b'\]: expected a torch.nn.Module"):
+        stir_matrix({"a": m, "b": 3}, X, **kw)
+    with pytest.raises(ValueError, match=r"^layers\['a'\]: expected a module path"):
+        stir_matrix({"a": m}, X, layers={"a": "nope"}, **kw)
+    with pytest.raises(ValueError, match=r"^X: expected values in the box \[0, 1\]"):
+        stir_matrix({"a": m}, X, use_cache=False)
+    with pytest.raises(TypeError, match=r"^models: expected a non-empty dict"):
+        stir_matrix([m], X, **kw)
+    with pytest.raises(TypeError, match=r"^models: expected a non-empty dict"):
+        stir_matrix({}, X, **kw)
+
+
+def test_image_models_check_the_images_by_the_name_x():
+    from stir_lib.models import create_model
+    net = create_model("fc10").eval()
+    wrong = torch.rand(3, 1, 20, 20)
+    for m1, m2 in ((net, conv(0)), (conv(0), net)):
+        with pytest.raises(ValueError, match=r"^X: expected .*28"):
+            stir(m1, m2, wrong, use_cache=False)
+    with pytest.raises(ValueError, match=r"^X: expected .*28"):
+        stir_matrix({"a": net}, wrong, use_cache=False)
+
+
+def test_two_images_are_enough():
+    m1, m2, X = conv(0), conv(1), images(2)
+    r = stir(m1, m2, X, use_cache=False, **OPTS)
+    assert r.n == 2 and len(r.m2_given_m1.values) == 1
+    S, C = stir_matrix({"a": m1, "b": m2}, X, use_cache=False, **OPTS)
+    assert S.shape == C.shape == (2, 2)
+
+
+def test_step_size_and_pool_reach_the_inversion():
+    m1, m2, X = conv(0), conv(1), images()
+    pool = images(9, seed=4)
+    kw = dict(OPTS, seed_kind="pool")
+    r = stir(m1, m2, X, layer1="1", layer2="1", step_size=0.05, pool=pool, use_cache=False,
+             return_iris=True, **kw)
+    rk = dict(spatial="mean", box=(-1.0, 1.0), batch_size=4)
+    inv = invert(m1, X, "1", seed=0, steps=OPTS["steps"], step_size=0.05, seed_kind="pool",
+                 pool=pool, **rk)
+    torch.testing.assert_close(r.iris_m1[0], inv.x_prime, rtol=0, atol=0)
+    S, _, iris = stir_matrix({"a": m1}, X, layers={"a": "1"}, step_size=0.05, pool=pool,
+                             use_cache=False, return_iris=True, **kw)
+    torch.testing.assert_close(iris[("a", 0)], inv.x_prime, rtol=0, atol=0)
+
+
+def test_stir_matrix_caches_its_inversions_by_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("STIR_CACHE", str(tmp_path))
+    stir_matrix({"a": conv(0)}, images(), **OPTS)
+    assert len(list((tmp_path / "inversion").iterdir())) == 1
