@@ -190,3 +190,53 @@ def test_stir_matrix_caches_its_inversions_by_default(tmp_path, monkeypatch):
     monkeypatch.setenv("STIR_CACHE", str(tmp_path))
     stir_matrix({"a": conv(0)}, images(), **OPTS)
     assert len(list((tmp_path / "inversion").iterdir())) == 1
+
+
+# ----------------------------------------------------------------------------- golden value
+def authors_procedure(m_ref, m_score, X, seed=0, steps=1000, eta=0.5):
+    """Nanda et al.'s STIR(m_score | m_ref), written out with plain torch: start from
+    standard noise clipped to [0, 1]; 1,000 steps x' <- clip(x' - 0.5 g / ||g||_2) on the
+    relative distance ||m_ref(x') - m_ref(x)|| / ||m_ref(x)||, per image, keeping each
+    image's best iterate; then linear CKA (Kornblith et al. 2019) of m_score on X and on
+    the IRIs, over all of X."""
+    with torch.no_grad():
+        target = m_ref(X)
+    tn = target.norm(dim=1)
+    z = torch.randn(X.shape, generator=torch.Generator().manual_seed(seed)).clamp(0, 1)
+    best, best_d = z.clone(), torch.full((len(X),), float("inf"))
+    for _ in range(steps + 1):
+        z.requires_grad_(True)
+        d = (m_ref(z) - target).norm(dim=1) / tn
+        (g,) = torch.autograd.grad(d.sum(), z)
+        with torch.no_grad():
+            better = d < best_d
+            best[better], best_d[better] = z[better], d[better]
+            gn = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            z = (z - eta * g / gn).clamp(0, 1)
+
+    def cka(a, b):
+        a, b = a - a.mean(0), b - b.mean(0)
+        return float((b.T @ a).norm() ** 2 / ((a.T @ a).norm() * (b.T @ b).norm()))
+
+    with torch.no_grad():
+        return cka(m_score(X).double(), m_score(best).double())
+
+
+def test_golden_stir_value_by_the_authors_procedure():
+    """STIR of two fixed tiny MLPs at their outputs, with the paper's defaults. The values
+    were recorded once (2026-12-06) from this implementation and agree with the authors'
+    procedure written out above; a change to the inversion's step, start, stopping or
+    scoring, or to CKA, moves them."""
+    def mlp(seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Flatten(), nn.Linear(16, 6), nn.ReLU(), nn.Linear(6, 4)).eval()
+
+    m1, m2 = mlp(0), mlp(1)
+    X = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    r = stir(m1, m2, X, seeds=0, use_cache=False)
+    assert r.m2_given_m1.mean == pytest.approx(authors_procedure(m1, m2, X), abs=2e-6)
+    assert r.m1_given_m2.mean == pytest.approx(authors_procedure(m2, m1, X), abs=2e-6)
+    assert (r.m2_given_m1.mean, r.m1_given_m2.mean, r.cka.mean) == pytest.approx(GOLDEN, abs=2e-6)
+
+
+GOLDEN = (0.1154386, 0.5259514, 0.2442096)   # STIR(m2|m1), STIR(m1|m2), CKA
