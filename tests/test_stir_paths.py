@@ -61,7 +61,8 @@ def test_stir_is_cka_of_the_scoring_model_on_the_other_models_iris():
                                                      representation(m2, X, "1", **rk))),)
     assert r.distance_m1.shape == r.evaluations_m2.shape == (2, len(X))
     assert r.evaluations_m1.eq(OPTS["steps"] + 1).all()
-    assert (r.seeds, r.layer1, r.layer2, r.n, r.seed_kind) == ((3, 5), "1", "1", 6, "uniform")
+    assert (r.seeds, r.layer1, r.layer2, r.n, r.seed_kind, r.method) == \
+        ((3, 5), "1", "1", 6, "uniform", "reference")
     no_iris = stir(m1, m2, X, layer1="1", layer2="1", seeds=(3, 5), use_cache=False, **OPTS)
     assert no_iris.iris_m1 is None and no_iris.iris_m2 is None
     assert no_iris.m2_given_m1 == r.m2_given_m1

@@ -220,7 +220,7 @@ print(json.dumps(out))
 
 
 _DEVICE_ARG = re.compile(r",?\s*device=[^,)]*")
-_TO_DEVICE = re.compile(r"\.to\((dev|device|None|x\.device|[a-z_]+\.device)\)")
+_TO_DEVICE = re.compile(r"\.to\((dev|device|None|[a-z_]+\.device|device_of\([a-z_0-9\[\]]*\))\)")
 
 
 def _changed_lines(diff: str) -> tuple[list[str], list[str]]:
