@@ -155,3 +155,48 @@ def test_hparams_boundaries():
     assert TransferHparams.of(ok, epochs=3).as_dict() == {**ok.as_dict(), "epochs": 3}
     with pytest.raises(TypeError, match=r"unknown transfer hyper-parameter\(s\) \['epoch'\]"):
         TransferHparams.of(epoch=3)
+
+
+def test_hparams_name_the_field_at_fault_and_convert_numbers():
+    for bad, match in [(dict(momentum=-0.1), r"^momentum: expected a value >= 0"),
+                       (dict(weight_decay=-1.0), r"^weight_decay: expected a value >= 0"),
+                       (dict(epochs=0), r"^epochs: expected an int >= 1"),
+                       (dict(batch_size=0), r"^batch_size: expected an int >= 1"),
+                       (dict(lr_step=0), r"^lr_step: expected an int >= 1"),
+                       (dict(seed=-1), r"^seed: expected an int >= 0"),
+                       (dict(lrs={0.1, 0.01}), r"^lrs: expected a non-empty sequence")]:
+        with pytest.raises(ValueError, match=match):
+            TransferHparams(**bad)
+    h = TransferHparams(momentum=0, weight_decay=0, lrs=[1])
+    assert type(h.momentum) is float and type(h.weight_decay) is float
+    assert h.lrs == (1.0,) and type(h.lrs[0]) is float
+
+
+# ----------------------------------------------------------------------------- keys, cache
+def test_the_cache_key_names_source_task_hparams_and_code(tmp_path, monkeypatch):
+    from stir_lib import cache
+    monkeypatch.setenv("STIR_CACHE", str(tmp_path))
+    task, model = noisy_task(), body()
+    kw = dict(lrs=(0.1,), epochs=2)
+    r = fixed_feature(model, task, use_cache=False, **kw)
+    assert not any(tmp_path.iterdir())                       # use_cache=False writes nothing
+    hp = TransferHparams.of(**kw).as_dict()
+    want = cache.config_key("transfer", {
+        "mode": "fixed-feature", "source": cache.model_identity(model), "task": "noisy",
+        "task_data": task.fingerprint(), "hparams": hp, "code": heads.code_version()})
+    assert r.key == want
+    stored = fixed_feature(model, task, **kw)
+    assert stored.key == want and (tmp_path / "transfer" / want / "payload.pt").is_file()
+    tuned = fine_tune(model, task, use_cache=False, **kw)
+    assert tuned.key != want
+    from stir_lib import models
+    assert heads.code_version() == cache.code_version(models, heads)   # the models' code too
+
+
+def test_augmented_crops_are_images_of_the_input():
+    task = noisy_task()
+    torch.manual_seed(0)
+    out = heads._augmenter(3)(task.x_train[:16])
+    assert out.shape == (16, 1, 3, 3)
+    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    assert float(out.std()) > 0.05 and 0.2 < float(out.mean()) < 0.8
