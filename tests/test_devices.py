@@ -98,3 +98,35 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_results_do_not_depend_on_the_default_device(batch):
+    """The same calls with "meta" as torch's default device give the same numbers as with
+    the CPU default: nothing is created on, or drawn from, the default device."""
+    x, y = batch
+
+    def nets_():        # built before the default device changes
+        torch.manual_seed(0)
+        return (create_model("mlp", hidden=(32,), activation="relu").to(CPU),
+                create_model("mnist_conv").to(CPU),
+                create_model("mlp", hidden=(8,), activation="relu").to(CPU))
+
+    def run(mlp, conv, model):
+        hist = train(model, x, y, TrainConfig(epochs=1, batch_size=16, loss="pgd-at",
+                                              adv_eps=1.0, adv_steps=2))
+        return dict(
+            pgd=pgd(conv, x, y, eps=1.0, steps=2), noise=gaussian_noise(x, 0.1),
+            inv=invert(conv, x[:6], "block", method="fast", steps=12, patience=2).x_prime,
+            stir=stir(mlp, conv, x[:8], steps=3, use_cache=False).m2_given_m1.values,
+            cka=linear_cka(x[:20].flatten(1), x[20:40].flatten(1)),
+            loss=hist["loss"], weights=next(model.parameters()).detach().clone())
+
+    torch.manual_seed(1)
+    ref = run(*nets_())
+    nets = nets_()
+    torch.manual_seed(1)
+    with torch.device("meta"):
+        got = run(*nets)
+    for k in ref:                       # (tensors made here, outside the meta block)
+        a, b = (torch.as_tensor(v) for v in (got[k], ref[k]))
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
