@@ -124,6 +124,9 @@ def test_reference_counts_steps_plus_the_final_scoring():
     model, x = linear_model(), images()
     r = inv.invert(model, x, steps=7)
     assert r.evaluations.tolist() == [8] * len(x) and len(r.history) == 8
+    fast = inv.invert(model, x, method="fast", steps=7)
+    assert r.evaluations.dtype == fast.evaluations.dtype == torch.int64
+    assert r.evaluations.device.type == fast.evaluations.device.type == "cpu"
     assert bool((r.history[1:] <= r.history[:-1]).all())      # best-so-far never rises
 
 
