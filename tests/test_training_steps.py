@@ -118,6 +118,7 @@ def fixed_attack(monkeypatch, delta):
     return calls
 
 
+@torch.no_grad()
 def test_pgd_at_and_half_clean_losses(monkeypatch):
     model, (x, y) = tiny_model(), tiny_data(6)
     delta = 0.1 * torch.ones_like(x)
@@ -162,3 +163,85 @@ def test_history_counts_the_images_and_time():
     assert len(hist["loss"]) == 2 and hist["resumed_at_epoch"] == 0 and hist["seconds"] > 0
     assert hist["images_per_second"] == pytest.approx(2 * len(x) / hist["seconds"], rel=1e-6)
     assert hist["snapshots"] == {}
+
+
+# ----------------------------------------------------------------------------- autoencoder
+def autoencoder_by_hand(model, x, cfg):
+    """The body as the encoder of a sigmoid autoencoder: a fresh linear decoder to the
+    pixels, squared error summed over pixels and averaged over the batch, plus the penalty
+    on the body's weights, Adam at cfg.lr, batches in the order of a generator seeded
+    cfg.seed + 1 (after torch.manual_seed(cfg.seed), as train sets it)."""
+    torch.manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    decoder = nn.Sequential(nn.Linear(model.head.in_features, x[0].numel()), nn.Sigmoid())
+    opt = torch.optim.Adam(list(model.body.parameters()) + list(decoder.parameters()),
+                           lr=cfg.lr)
+    lam = cfg.weight_decay
+    for _ in range(cfg.autoencoder_epochs):
+        for idx in torch.randperm(len(x), generator=g).split(cfg.batch_size):
+            xb = x[idx]
+            loss = ((decoder(model.body(xb)) - xb.flatten(1)) ** 2).sum() / len(xb)
+            loss = loss + lam * model.body.fc.weight.pow(2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
+def test_autoencoder_pretraining_is_the_loop_it_documents():
+    x, y = tiny_data(20)
+    cfg = TrainConfig(epochs=1, autoencoder_epochs=3, batch_size=6, lr=0.05,
+                      weight_decay=1e-2, train_params="head", seed=3)
+    a, b = tiny_model(), tiny_model()
+    train(a, x, y, cfg, progress=False)
+    autoencoder_by_hand(b, x, cfg)
+    for p, q in zip(a.body.parameters(), b.body.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- crop-flip
+def test_crop_flip_draws_every_shift_and_flips_half():
+    """Each image is its zero-padded self shifted by (dy, dx) in [-pad, pad] each, uniform,
+    and flipped left-right with probability 1/2."""
+    pad, n = 2, 4000
+    g0 = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 1, 5, 5, generator=g0) + 1.0            # no pixel is 0
+    out = training._crop_flip(base.expand(n, 1, 5, 5).contiguous(), pad,
+                              torch.Generator().manual_seed(1))
+    padded = F.pad(base, (pad,) * 4)[0, 0]
+    seen, flips = torch.zeros(2 * pad + 1, 2 * pad + 1), 0
+    for img in out[:, 0]:
+        hit = None
+        for oy in range(2 * pad + 1):
+            for ox in range(2 * pad + 1):
+                crop = padded[oy:oy + 5, ox:ox + 5]
+                for flip in (False, True):
+                    if torch.equal(img, crop.flip(-1) if flip else crop):
+                        hit = (oy, ox, flip)
+        assert hit is not None
+        seen[hit[0], hit[1]] += 1
+        flips += hit[2]
+    assert bool((seen > 0).all())                                 # every shift, 0 and 2 pad too
+    expected = n / (2 * pad + 1) ** 2
+    assert float(seen.min()) > 0.6 * expected and float(seen.max()) < 1.4 * expected
+    assert abs(flips / n - 0.5) < 0.04
+
+
+# ----------------------------------------------------------------------------- messages
+def test_bad_training_data_is_named():
+    x, y = tiny_data()
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"^x: expected 1 channel\(s\)"):
+        train(model, x.expand(-1, 3, -1, -1), y, TrainConfig(epochs=1))
+    with pytest.raises(ValueError, match=r"^x: expected images of size \(2, 2\)"):
+        train(model, torch.rand(len(y), 1, 3, 3), y, TrainConfig(epochs=1))
+    with pytest.raises(ValueError, match=r"^y: expected class indices in \[0, 3\)"):
+        train(model, x, y + 3, TrainConfig(epochs=1))
+
+
+def test_half_clean_loss_hands_the_attack_its_step(monkeypatch):
+    model, (x, y) = tiny_model(), tiny_data(6)
+    calls = fixed_attack(monkeypatch, 0.05)
+    cfg = TrainConfig(loss="pgd-mix", adv_eps=0.3, adv_steps=4, adv_norm="linf",
+                      adv_step_size=0.11)
+    training._adv_loss(model, x, y, cfg, step_seed=5)
+    assert calls[0] == dict(norm="linf", eps=0.3, steps=4, step_size=0.11, seed=5)
