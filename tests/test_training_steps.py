@@ -44,6 +44,7 @@ def by_hand(model, x, y, cfg: TrainConfig):
     per_epoch = math.ceil(len(x) / cfg.batch_size)
     total = cfg.epochs * per_epoch
     g = torch.Generator().manual_seed(cfg.seed)
+    g_aug = torch.Generator().manual_seed(cfg.seed + 2)
     weights = [p for p in params if p.ndim >= 2]
     lams = ([cfg.weight_decay] * len(weights) if isinstance(cfg.weight_decay, (int, float))
             else list(cfg.weight_decay))
@@ -60,7 +61,8 @@ def by_hand(model, x, y, cfg: TrainConfig):
                 factor = 1.0
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * factor
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            xb = x[idx] if cfg.augment == "none" else training._crop_flip(x[idx], 4, g_aug)
+            loss = F.cross_entropy(model(xb), y[idx])
             loss = loss + sum(lam * w.pow(2).sum() for lam, w in zip(lams, weights) if lam)
             opt.zero_grad()
             loss.backward()
@@ -80,6 +82,9 @@ def by_hand(model, x, y, cfg: TrainConfig):
                 optim_weight_decay=1e-3, weight_decay=(0.0, 3e-2), seed=2),
     TrainConfig(epochs=2, batch_size=7, optimizer="adam", lr=0.02, lr_schedule="cosine",
                 seed=0),
+    TrainConfig(epochs=3, batch_size=6, optimizer="sgd", lr=0.1, momentum=0.5,
+                optim_weight_decay=0.05, lr_schedule="step", lr_step=1, augment="crop-flip",
+                seed=6),
 ])
 def test_train_is_the_loop_it_documents(cfg):
     x, y = tiny_data()
@@ -160,7 +165,8 @@ def test_adversarial_training_seeds_each_step_apart(monkeypatch):
 def test_history_counts_the_images_and_time():
     x, y = tiny_data()
     hist = train(tiny_model(), x, y, TrainConfig(epochs=2, batch_size=8), progress=False)
-    assert len(hist["loss"]) == 2 and hist["resumed_at_epoch"] == 0 and hist["seconds"] > 0
+    assert len(hist["loss"]) == 2 and hist["resumed_at_epoch"] == 0
+    assert 0 < hist["seconds"] < 0.9                      # the clock starts at zero
     assert hist["images_per_second"] == pytest.approx(2 * len(x) / hist["seconds"], rel=1e-6)
     assert hist["snapshots"] == {}
 
@@ -245,3 +251,42 @@ def test_half_clean_loss_hands_the_attack_its_step(monkeypatch):
                       adv_step_size=0.11)
     training._adv_loss(model, x, y, cfg, step_seed=5)
     assert calls[0] == dict(norm="linf", eps=0.3, steps=4, step_size=0.11, seed=5)
+
+
+# ----------------------------------------------------------------------------- cached models
+def mnist_like(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def test_a_model_can_start_from_another_cached_model(tmp_path, monkeypatch):
+    from stir_lib import attacks, cache, models
+    from stir_lib.training import model_key, trained_model
+    monkeypatch.setenv("STIR_CACHE", str(tmp_path))
+    x, y = mnist_like()
+    start = trained_model("fc10", x, y, TrainConfig(epochs=2, batch_size=20))
+    again = trained_model("fc10", x, y, TrainConfig(epochs=0), init_key=start.key)
+    for a, b in zip(again.model.state_dict().values(), start.model.state_dict().values()):
+        assert torch.equal(a, b)
+    key = model_key("fc10", x, y, TrainConfig(epochs=0), init_key=start.key)
+    assert key["init"] == f"model:{start.key}" and again.key == cache.config_key("model", key)
+    by_state = model_key("fc10", x, y, TrainConfig(epochs=0),
+                         init_state=start.model.state_dict())
+    assert by_state["init"] == training.data_fingerprint(*start.model.state_dict().values())
+    assert set(key) == {"name", "model_kwargs", "config", "data", "init", "code"}
+    assert (key["name"], key["model_kwargs"], key["config"]) == \
+        ("fc10", {}, dict(training.asdict(TrainConfig(epochs=0))))
+    assert key["data"] == training.data_fingerprint(x, y)
+    assert key["code"] == cache.code_version(models, attacks, training)
+    assert model_key("fc10", x, y, TrainConfig())["init"] is None
+    with pytest.raises(ValueError, match="init_key 'nope': expected the key of a trained model"):
+        trained_model("fc10", x, y, TrainConfig(epochs=0), init_key="nope")
+    with pytest.raises(ValueError, match="init_state or init_key, not both"):
+        model_key("fc10", x, y, TrainConfig(), init_state={}, init_key="k")
+
+
+def test_a_step_every_epoch_is_allowed():
+    x, y = tiny_data()
+    train(tiny_model(), x, y, TrainConfig(epochs=2, lr_schedule="step", lr_step=1))
+    with pytest.raises(ValueError, match="lr_step >= 1"):
+        train(tiny_model(), x, y, TrainConfig(epochs=2, lr_schedule="step", lr_step=0))
