@@ -241,3 +241,39 @@ def test_golden_stir_value_by_the_authors_procedure():
 
 
 GOLDEN = (0.1154386, 0.5259514, 0.2442096)   # STIR(m2|m1), STIR(m1|m2), CKA
+
+
+def test_stir_matrix_passes_the_method_on():
+    models, X = {"a": conv(0)}, images()
+    kw = dict(OPTS, steps=12)
+    _, _, iris = stir_matrix(models, X, layers={"a": "1"}, method="fast", use_cache=False,
+                             return_iris=True, **kw)
+    rk = dict(spatial="mean", box=(-1.0, 1.0), batch_size=4)
+    want = invert(models["a"], X, "1", seed=0, method="fast", steps=12, seed_kind="uniform",
+                  **rk).x_prime
+    torch.testing.assert_close(iris[("a", 0)], want, rtol=0, atol=0)
+
+
+def test_one_seed_has_no_std_and_no_warning():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, _, sd = stir_matrix({"a": conv(0), "b": conv(1)}, images(), seeds=0,
+                               use_cache=False, return_std=True, **OPTS)
+    assert sd.isna().all().all() and all(str(t) == "float64" for t in sd.dtypes)
+
+
+class Tag(str):
+    """A str subclass: pickled as a class of this module, not as a plain string."""
+
+
+def test_a_saved_result_with_foreign_objects_is_refused(tmp_path):
+    import pickle
+    r = stir(conv(0), conv(1), images(), use_cache=False, **OPTS)
+    path = tmp_path / "r.pt"
+    r.save(path)
+    state = torch.load(path, weights_only=True)
+    state["layer1"] = Tag(state["layer1"])              # would run this module's code on load
+    torch.save(state, path)
+    with pytest.raises(pickle.UnpicklingError):
+        type(r).load(path)
