@@ -172,3 +172,43 @@ def test_eval_mode_restores_the_mode():
     with attacks.eval_mode(m):
         pass
     assert not m.training
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_a_random_start_outside_the_box_is_clipped_before_the_first_gradient(norm):
+    model, x, y = model_and_data()
+    x = (x > 0.5).float()                                     # every pixel at 0 or 1
+    g = torch.Generator().manual_seed(2)
+    start = attacks._NORMS[norm].sample(x, 0.4, g)
+    got = pgd(model, x, y, norm=norm, eps=0.4, steps=2, step_size=0.1, seed=2)
+    want = pgd_by_hand(model, x, y, norm, 0.4, 2, 0.1, delta0=start)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_pgd_defaults():
+    model, x, y = model_and_data()
+    torch.testing.assert_close(
+        pgd(model, x, y, eps=0.3),
+        pgd(model, x, y, eps=0.3, norm="l2", steps=10, step_size=0.075, random_start=True,
+            targeted=False, seed=0), rtol=0, atol=0)
+    assert torch.equal(gaussian_noise(x, 0.1), gaussian_noise(x, 0.1, seed=0))
+
+
+def test_pgd_names_the_bad_argument():
+    model, x, y = model_and_data()
+    with pytest.raises(ValueError, match=r"^norm: expected one of"):
+        pgd(model, x, y, norm="l1", eps=0.1)
+    with pytest.raises(ValueError, match=r"^eps: expected a value >= 0"):
+        pgd(model, x, y, eps=-0.1)
+    with pytest.raises(ValueError, match=r"^x: expected an image batch"):
+        pgd(model, x[0], y, eps=0.1)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_random_starts_keep_the_images_dtype_and_work_for_one_image(norm):
+    x64 = torch.rand(3, 1, 2, 2, dtype=torch.float64)
+    d = attacks._NORMS[norm].sample(x64, 0.1, torch.Generator().manual_seed(0))
+    assert d.dtype == torch.float64 and d.shape == x64.shape
+    one = attacks._NORMS[norm].sample(x64[:1], 0.1, torch.Generator().manual_seed(0))
+    assert one.shape == (1, 1, 2, 2)
+    assert float(one.flatten(1).norm(dim=1).max() if norm == "l2" else one.abs().max()) <= 0.1
