@@ -12,6 +12,7 @@ still found.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from scipy.optimize import minimize
 
