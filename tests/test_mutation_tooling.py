@@ -58,6 +58,12 @@ reason = "r1"
 plus = 'float\\("NAN"\\)'
 reason = "r2"
 
+[[rule]]
+module = "attacks"
+plus = 'held'
+reason = "r4"
+equivalent = false
+
 [mutants]
 "stir_lib.stir.x_stir__mutmut_5" = "r3"
 ''')
@@ -71,6 +77,10 @@ reason = "r2"
     assert eq.explain("stir", "stir_lib.stir.x_stir__mutmut_5", "") == "r3"
     assert eq.used == {"stir_lib.stir.x_stir__mutmut_5"}
     assert eq.explain("stir", "stir_lib.stir.x_a__mutmut_2", "-    a = 1\n+    a = 2") is None
+    held = "-    held = a\n+    held = b"
+    assert eq.explain("attacks", "stir_lib.attacks.x_f__mutmut_1", held) == "r4"
+    assert not eq.equivalent("attacks", "stir_lib.attacks.x_f__mutmut_1", held)
+    assert eq.equivalent("verdicts", "stir_lib.verdicts.x_welch__mutmut_18", diff)
 
 
 def test_scores_leave_equivalent_and_text_mutants_out(tmp_path):
@@ -85,7 +95,7 @@ def test_scores_leave_equivalent_and_text_mutants_out(tmp_path):
     eq = rm.Equivalence(HERE / "mutation" / "equivalent.toml")
     c = r.counts(eq)
     assert (c["total"], c["killed"], c["timeout"], c["equivalent"], c["no tests"],
-            c["not numerical"]) == (4, 1, 1, 1, 1, 1)
+            c["not numerical"], c["explained"]) == (4, 1, 1, 1, 1, 1, 0)
     assert rm.score(c) == pytest.approx(100 * 2 / 3)
     assert math.isnan(rm.score(dict(total=0, equivalent=0, killed=0, timeout=0)))
 
@@ -93,7 +103,7 @@ def test_scores_leave_equivalent_and_text_mutants_out(tmp_path):
 def test_the_shipped_rules_are_well_formed():
     data = tomllib.loads((HERE / "mutation" / "equivalent.toml").read_text())
     for rule in data["rule"]:
-        assert set(rule) <= {"module", "function", "minus", "plus", "reason"}
+        assert set(rule) <= {"module", "function", "minus", "plus", "reason", "equivalent"}
         assert rule["reason"] and ("plus" in rule or "minus" in rule), rule
         assert rule.get("module", "verdicts") in rm.MODULES
     for name, reason in data.get("mutants", {}).items():

@@ -93,7 +93,7 @@ class ModuleResult:
 
     def counts(self, eq: "Equivalence") -> dict[str, int]:
         c = {"total": 0, "killed": 0, "timeout": 0, "survived": 0, "no tests": 0,
-             "equivalent": 0, "not numerical": 0, "other": 0}
+             "equivalent": 0, "explained": 0, "not numerical": 0, "other": 0}
         for mutant, status in self.status.items():
             if self.not_numerical(mutant):
                 c["not numerical"] += 1
@@ -101,8 +101,10 @@ class ModuleResult:
             c["total"] += 1
             if status in ("killed", "timeout"):
                 c[status] += 1
-            elif eq.explain(self.name, mutant, self.diffs.get(mutant, "")):
+            elif eq.equivalent(self.name, mutant, self.diffs.get(mutant, "")):
                 c["equivalent"] += 1
+            elif eq.explain(self.name, mutant, self.diffs.get(mutant, "")):
+                c["explained"] += 1
             elif status in ("survived", "no tests"):
                 c[status] += 1
             else:
@@ -260,9 +262,19 @@ class Equivalence:
         self.used: set[str] = set()
 
     def explain(self, module: str, mutant: str, diff: str) -> str | None:
+        """The reason this mutant survives, or None. A reason from a rule with
+        ``equivalent = false`` explains a mutant that could change a result but that the
+        tests do not reach (it stays in the score's denominator); see :meth:`equivalent`."""
+        return self._match(module, mutant, diff)[0]
+
+    def equivalent(self, module: str, mutant: str, diff: str) -> bool:
+        reason, is_equivalent = self._match(module, mutant, diff)
+        return reason is not None and is_equivalent
+
+    def _match(self, module: str, mutant: str, diff: str) -> tuple[str | None, bool]:
         if mutant in self.mutants:
             self.used.add(mutant)
-            return self.mutants[mutant]
+            return self.mutants[mutant], True
         minus, plus = _changed_lines(diff)
         function = mutant_function(mutant)
         for rule in self.rules:
@@ -274,10 +286,10 @@ class Equivalence:
                 continue
             if "plus" in rule and not any(re.search(rule["plus"], l) for l in plus):
                 continue
-            return rule["reason"]
+            return rule["reason"], bool(rule.get("equivalent", True))
         if _only_device(diff):
-            return BUILTIN_REASON["device"]
-        return None
+            return BUILTIN_REASON["device"], True
+        return None, True
 
 
 def report(results: list[ModuleResult], path: Path, started: str) -> str:
@@ -292,22 +304,25 @@ def report(results: list[ModuleResult], path: Path, started: str) -> str:
         "",
         "A mutant is *killed* when one of the module's tests fails on it; *equivalent* mutants "
         "cannot change any result (the reasons are in `tests/mutation/equivalent.toml` and "
-        "beside each mutant below); *no tests* means no selected test runs the mutated "
-        "function. Score = (killed + timeout) / (mutants - equivalent). Left out of the "
+        "beside each mutant below); *explained, not killed*: mutants that could change a "
+        "result in a case the tests do not reach, with the reason (they count against the "
+        "score); *open*: survivors nobody has explained (*no tests*: no selected test runs "
+        "the mutated function). Score = (killed + timeout) / (mutants - equivalent). Left out of the "
         "mutation: statements that raise or warn (their message text; the condition that "
         "raises is mutated) and print/log/progress output; reported apart (*text only*): "
         "functions that only format text ("
         + ", ".join(sorted({f for v in NOT_NUMERICAL.values() for f in v})) + ").",
         "",
-        "| module | files | mutants | killed | timeout | equivalent | survived | no tests | "
-        "score | text only | minutes | run on |",
+        "| module | files | mutants | killed | timeout | equivalent | explained, not killed | "
+        "open (survived / no tests) | score | text only | minutes | run on |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         c = r.counts(eq)
         lines.append(f"| {r.name} | {', '.join(Path(f).name for f in r.files)} | {c['total']} | "
-                     f"{c['killed']} | {c['timeout']} | {c['equivalent']} | {c['survived']} | "
-                     f"{c['no tests']} | {score(c):.1f} % | {c['not numerical']} | "
+                     f"{c['killed']} | {c['timeout']} | {c['equivalent']} | {c['explained']} | "
+                     f"{c['survived']} / {c['no tests']} | {score(c):.1f} % | "
+                     f"{c['not numerical']} | "
                      f"{r.seconds / 60:.1f} | {r.date} |")
     lines += ["", "Tests run per module:", ""]
     for r in results:
@@ -319,9 +334,11 @@ def report(results: list[ModuleResult], path: Path, started: str) -> str:
             continue
         lines += ["", f"## {r.name}: mutants not killed", ""]
         for m in sorted(open_, key=natural):
-            why = eq.explain(r.name, m, r.diffs.get(m, ""))
-            lines.append(f"- `{m}` ({r.status[m]})" + (f": equivalent: {why}" if why else
-                                                      ": **open**"))
+            diff = r.diffs.get(m, "")
+            why = eq.explain(r.name, m, diff)
+            label = ("**open**" if why is None else f"equivalent: {why}"
+                     if eq.equivalent(r.name, m, diff) else f"not equivalent, not tested: {why}")
+            lines.append(f"- `{m}` ({r.status[m]}): {label}")
             diff = r.diffs.get(m, "")
             if diff:
                 lines += ["  ```diff"] + ["  " + l for l in diff.splitlines()] + ["  ```"]
@@ -396,7 +413,8 @@ def main(argv: list[str] | None = None) -> None:
         save_result(r)
         c = r.counts(Equivalence())
         print(f"{name}: {c['killed'] + c['timeout']}/{c['total'] - c['equivalent']} killed "
-              f"({score(c):.1f} %), {c['survived']} survived, {c['no tests']} without tests, "
+              f"({score(c):.1f} %), {c['survived']} survived and {c['no tests']} without tests "
+              f"unexplained, {c['explained']} explained, "
               f"{c['equivalent']} equivalent, {r.seconds:.0f} s", flush=True)
     # the report covers every module with a saved run (its date is that of this call)
     results = [r for r in (load_result(n) for n in MODULES) if r is not None]
