@@ -182,6 +182,31 @@ def run_module(name: str, max_children: int) -> ModuleResult:
     return collect(name, tests, seconds)
 
 
+def rerun_open(name: str, max_children: int) -> ModuleResult:
+    """Run again only the mutants of the last run of ``name`` that were not killed, with the
+    tests as they are now (copied into its scratch copy); the others keep their status.
+    For the tests added after a full run: much faster than a full run, the same verdicts
+    for the mutants it reruns."""
+    old = load_result(name)
+    if old is None:
+        sys.exit(f"run_mutation: expected an earlier run of {name} to rerun, found none; "
+                 f"run it first: run_mutation.py {name}")
+    work = ROOT / "_build" / "mutation" / name
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "mutation")
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore, dirs_exist_ok=True)
+    open_ = sorted(m for m, st in old.status.items() if st not in ("killed", "timeout"))
+    t0 = time.perf_counter()
+    proc = subprocess.run([mutmut_exe(), "run", "--max-children", str(max_children), *open_],
+                          cwd=work, env=_env(work), capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    (work / "mutmut-rerun.log").write_text(proc.stdout[-20000:] + "\n" + proc.stderr[-20000:])
+    if proc.returncode != 0:
+        sys.exit(f"run_mutation: mutmut rerun failed for {name} (exit {proc.returncode}); "
+                 f"its output is in {work / 'mutmut-rerun.log'}")
+    result = collect(name, old.tests, old.seconds + seconds)
+    return result
+
+
 def _env(work: Path) -> dict:
     return dict(os.environ, STIR_CACHE=str(work / "_cache"), PYTHONDONTWRITEBYTECODE="1")
 
@@ -389,6 +414,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--collect", type=float, metavar="SECONDS",
                         help="read the finished mutmut run of each named module from its "
                              "scratch copy (its wall time in SECONDS) instead of running it")
+    parser.add_argument("--rerun-open", action="store_true",
+                        help="rerun only the mutants the last run of each module did not kill, "
+                             "with the current tests")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--report", type=Path, default=HERE / "REPORT.md")
     args = parser.parse_args(argv)
@@ -404,7 +432,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         if args.report_only:
             continue
-        if args.collect is not None:
+        if args.rerun_open:
+            print(f"{name}: rerunning the mutants not killed ...", flush=True)
+            r = rerun_open(name, args.max_children)
+        elif args.collect is not None:
             tests = [t for t in MODULES[name][1] if (ROOT / t).exists()]
             r = collect(name, tests, args.collect)
         else:
