@@ -99,18 +99,38 @@ def test_a_start_at_the_optimum_stays_there_within_one_iteration():
     assert evals <= 1 + 20
 
 
-def test_rows_retire_when_they_converge():
-    """A row that has converged leaves the batch: later calls see fewer rows."""
+@pytest.mark.parametrize("by", ["projected gradient", "objective"])
+def test_rows_retire_when_they_converge(by):
+    """A row that has converged leaves the batch: later calls see fewer rows. By the
+    projected gradient alone (ftol < 0 never stops a row) or by the objective alone
+    (pgtol < 0 never does)."""
     mats, vecs = quadratics(n=4, d=6, seed=5)
     mats[0] = np.eye(6)                    # row 0: identity curvature, solved in one step
     vecs[0] = np.full(6, 0.25)
+    vecs[1] = np.full(6, 40.0)             # row 1: its minimiser is the corner z = 1
     calls = []
     n, d = vecs.shape
+    tol = dict(pgtol=1e-9, ftol=-1.0) if by == "projected gradient" else \
+        dict(pgtol=-1.0, ftol=1e-12)
     z, evals = _box_lbfgs(as_fun(mats, vecs, calls), torch.full((n, d), 0.5, **F64),
-                          torch.zeros(n, d, **F64), torch.ones(n, d, **F64), max_iter=200, history=10, pgtol=1e-9, ftol=0.0)
-    assert calls[0] == 4 and min(calls) < 4 and calls[-1] < 4
+                          torch.zeros(n, d, **F64), torch.ones(n, d, **F64), max_iter=200,
+                          history=10, **tol)
+    assert calls[0] == 4 and min(calls) < 4 and calls[-1] < 4 and len(calls) < 150
     assert evals == len(calls)
     np.testing.assert_allclose(z[0].numpy(), np.full(6, 0.25), atol=1e-9)
+    np.testing.assert_allclose(z[1].numpy(), np.ones(6), atol=1e-12)
+
+
+def test_relative_decrease_is_measured_against_at_least_one():
+    """scipy's rule: stop when (f_k - f_k+1) <= ftol * max(|f_k|, |f_k+1|, 1); objectives
+    near 0 are held to the absolute ftol, not a relative one."""
+    mats, vecs = quadratics(seed=9, scale=0.01)          # |f| well below 1
+    _, tiny = solve(mats, vecs, pgtol=0.0, ftol=1e-4)
+    _, big = solve(mats * 100, vecs * 100, pgtol=0.0, ftol=1e-2)   # f x 100: same steps
+    assert tiny == big == PINNED_SMALL_F
+
+
+PINNED_SMALL_F = 9        # recorded 2026-12-06
 
 
 def test_iteration_budget_and_tolerances_are_obeyed():
