@@ -210,11 +210,14 @@ def test_image_models_check_their_own_input_shape():
     from stir_lib.models import create_model
     net = create_model("fc10").eval()
     wrong = torch.rand(3, 1, 20, 20)                       # FC10 takes 28 x 28 images
-    for call in (lambda: inv.representation(net, wrong),
-                 lambda: inv.relative_distance(net, wrong, wrong),
-                 lambda: inv.invert(net, wrong, steps=1)):
-        with pytest.raises(ValueError, match=r"(^x|^x_prime): expected .*28"):
+    for call, name in ((lambda: inv.representation(net, wrong), "x"),
+                       (lambda: inv.relative_distance(net, wrong, wrong), "x_prime"),
+                       (lambda: inv.invert(net, wrong, steps=1), "x")):
+        with pytest.raises(ValueError, match=rf"^{name}: expected .*28"):
             call()
+    right = torch.rand(2, 1, 28, 28)
+    with pytest.raises(ValueError, match=r"^start: expected .*28"):
+        inv.invert(net, right, steps=1, start=torch.rand(2, 1, 20, 20))
     with pytest.raises(ValueError, match=r"^spatial: expected one of"):
         inv.representation(net, torch.rand(2, 1, 28, 28), spatial="avg")
 
@@ -226,10 +229,71 @@ def test_a_cached_inversion_comes_back_whole(tmp_path, monkeypatch):
     kw = dict(method="fast", steps=15, seed_kind="uniform", seed=2, use_cache=True)
     first = inv.invert(model, x, **kw)
     again = inv.invert(model, x, **kw)
+    plain = inv.invert(model, x, **{**kw, "use_cache": False})
     assert len(list(tmp_path.rglob("*"))) > 0                # it was stored
     for field in ("x_prime", "distance", "initial_distance", "history", "evaluations"):
         torch.testing.assert_close(getattr(again, field), getattr(first, field), rtol=0, atol=0)
+        torch.testing.assert_close(getattr(plain, field), getattr(first, field), rtol=0, atol=0)
     assert (again.method, again.layer, again.seed_kind, again.seed) == \
-        (first.method, first.layer, first.seed_kind, first.seed) == ("fast", first.layer,
+        (plain.method, plain.layer, plain.seed_kind, plain.seed) == ("fast", plain.layer,
                                                                       "uniform", 2)
     assert again.x_prime.device == x.device
+
+
+def test_cached_inversions_are_the_uncached_ones_for_every_option(tmp_path, monkeypatch):
+    """Each option reaches the inversion and its cache key: with the cache, every variant
+    below equals its uncached run, and no two variants share an entry."""
+    monkeypatch.setenv("STIR_CACHE", str(tmp_path))
+    model, x = conv_model(), images(4)
+    base = dict(layer="1", method="fast", steps=6, step_size=0.07, seed=3, seed_kind="pool",
+                pool=images(5, seed=7), tol=0.3, patience=2, spatial="mean", box=(0.0, 1.0),
+                batch_size=3)
+    variants = [base, {**base, "layer": "3"}, {**base, "method": "reference"},
+                {**base, "steps": 5}, {**base, "step_size": 0.2}, {**base, "seed": 4},
+                {**base, "seed_kind": "uniform"}, {**base, "pool": images(5, seed=8)},
+                {**base, "tol": 0.0}, {**base, "patience": 1}, {**base, "spatial": "flatten"},
+                {**base, "box": (-1.0, 2.0)}]
+    seen = []
+    for v in variants:
+        opts = dict(v)
+        layer = opts.pop("layer")
+        cached = inv.invert(model, x, layer, use_cache=True, **opts)
+        plain = inv.invert(model, x, layer, use_cache=False, **opts)
+        for field in ("x_prime", "distance", "initial_distance", "evaluations"):
+            torch.testing.assert_close(getattr(cached, field), getattr(plain, field),
+                                       rtol=0, atol=0, msg=f"{field} of {v}")
+        seen.append(cached.x_prime)
+    assert len(list((tmp_path / "inversion").iterdir())) == len(variants)   # one entry each
+
+
+def test_the_start_is_the_documented_seed_in_the_box():
+    model, x = linear_model(), images()
+    box = (-1.0, 2.0)
+    r = inv.invert(model, x, steps=1, seed_kind="uniform", seed=5, box=box)
+    z0 = inv.seeds("uniform", x, 5, box=box)
+    want = inv.relative_distance(model, z0, x, box=box)
+    torch.testing.assert_close(r.initial_distance, want.float(), rtol=1e-6, atol=0)
+    given = inv.invert(model, x, steps=1, start=z0, box=box)
+    assert given.seed_kind == "start" and r.seed_kind == "uniform"
+
+
+def test_invert_names_the_bad_argument():
+    model, x = linear_model(), images()
+    for kw, match in [(dict(method="adam"), r"^method: expected one of"),
+                      (dict(spatial="avg"), r"^spatial: expected one of"),
+                      (dict(steps=0), r"^steps: expected an int >= 1"),
+                      (dict(step_size=0.0), r"^step_size: expected a value > 0"),
+                      (dict(tol=-0.1), r"^tol: expected a value >= 0"),
+                      (dict(patience=0), r"^patience: expected an int >= 1"),
+                      (dict(batch_size=0), r"^batch_size: expected an int >= 1")]:
+        with pytest.raises(ValueError, match=match):
+            inv.invert(model, x, **kw)
+    with pytest.raises(ValueError, match=r"^batch_size: expected an int >= 1"):
+        inv.representation(model, x, batch_size=0)
+
+
+def test_the_cache_key_covers_the_inversion_and_feature_code():
+    from stir_lib import cache, features
+    key = inv.inversion_key("m", images(), "out", spatial="flatten", method="reference",
+                            steps=1, step_size=0.5, seed=0, seed_kind="noise", box=(0, 1))
+    assert key["code"] == cache.code_version(inv, features)
