@@ -126,7 +126,8 @@ def mutant_function(mutant: str) -> str:
 
 
 def score(c: dict[str, int]) -> float:
-    tested = c["total"] - c["equivalent"]
+    """Killed share of the mutants that were run and are not equivalent."""
+    tested = c["total"] - c["equivalent"] - c.get("other", 0)
     return 100.0 * (c["killed"] + c["timeout"]) / tested if tested else float("nan")
 
 
@@ -332,21 +333,22 @@ def report(results: list[ModuleResult], path: Path, started: str) -> str:
         "beside each mutant below); *explained, not killed*: mutants that could change a "
         "result in a case the tests do not reach, with the reason (they count against the "
         "score); *open*: survivors nobody has explained (*no tests*: no selected test runs "
-        "the mutated function). Score = (killed + timeout) / (mutants - equivalent). Left out of the "
+        "the mutated function); *not run*: mutants a stopped run did not reach. Score = "
+        "(killed + timeout) / (mutants - equivalent - not run). Left out of the "
         "mutation: statements that raise or warn (their message text; the condition that "
         "raises is mutated) and print/log/progress output; reported apart (*text only*): "
         "functions that only format text ("
         + ", ".join(sorted({f for v in NOT_NUMERICAL.values() for f in v})) + ").",
         "",
         "| module | files | mutants | killed | timeout | equivalent | explained, not killed | "
-        "open (survived / no tests) | score | text only | minutes | run on |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "open (survived / no tests) | not run | score | text only | minutes | run on |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         c = r.counts(eq)
         lines.append(f"| {r.name} | {', '.join(Path(f).name for f in r.files)} | {c['total']} | "
                      f"{c['killed']} | {c['timeout']} | {c['equivalent']} | {c['explained']} | "
-                     f"{c['survived']} / {c['no tests']} | {score(c):.1f} % | "
+                     f"{c['survived']} / {c['no tests']} | {c['other']} | {score(c):.1f} % | "
                      f"{c['not numerical']} | "
                      f"{r.seconds / 60:.1f} | {r.date} |")
     lines += ["", "Tests run per module:", ""]
