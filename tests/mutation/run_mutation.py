@@ -363,7 +363,8 @@ def report(results: list[ModuleResult], path: Path, started: str) -> str:
         for m in sorted(open_, key=natural):
             diff = r.diffs.get(m, "")
             why = eq.explain(r.name, m, diff)
-            label = ("**open**" if why is None else f"equivalent: {why}"
+            label = ("not run (the run was stopped)" if r.status[m] == "not checked" else
+                     "**open**" if why is None else f"equivalent: {why}"
                      if eq.equivalent(r.name, m, diff) else f"not equivalent, not tested: {why}")
             lines.append(f"- `{m}` ({r.status[m]}): {label}")
             diff = r.diffs.get(m, "")
