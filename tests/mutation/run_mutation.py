@@ -140,20 +140,22 @@ def mutmut_exe() -> str:
     return str(exe)
 
 
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "mutation")   # not copied to scratch
+
+
 def prepare(name: str, files: list[str], tests: list[str]) -> Path:
     """A scratch copy of the checkout whose pyproject tells mutmut what to mutate."""
     work = ROOT / "_build" / "mutation" / name
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "mutation")
-    shutil.copytree(ROOT / "stir_lib", work / "stir_lib", ignore=ignore)
-    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    shutil.copytree(ROOT / "stir_lib", work / "stir_lib", ignore=_IGNORE)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=_IGNORE)
     for extra in ("book", "notebooks", "_config.yml", "_toc.yml", "requirements",
                   "environment.yml", "README.md"):
         src = ROOT / extra
         if src.is_dir():
-            shutil.copytree(src, work / extra, ignore=ignore)
+            shutil.copytree(src, work / extra, ignore=_IGNORE)
         elif src.exists():
             shutil.copy2(src, work / extra)
     text = (ROOT / "pyproject.toml").read_text()
@@ -172,14 +174,7 @@ def run_module(name: str, max_children: int) -> ModuleResult:
     files, tests = MODULES[name]
     tests = [t for t in tests if (ROOT / t).exists()]   # (an older checkout has fewer)
     work = prepare(name, files, tests)
-    t0 = time.perf_counter()
-    proc = subprocess.run([mutmut_exe(), "run", "--max-children", str(max_children)], cwd=work,
-                          env=_env(work), capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    (work / "mutmut-run.log").write_text(proc.stdout[-20000:] + "\n" + proc.stderr[-20000:])
-    if proc.returncode != 0:
-        sys.exit(f"run_mutation: mutmut run failed for {name} (exit {proc.returncode}); "
-                 f"its output is in {work / 'mutmut-run.log'}")
+    seconds = _mutmut(name, work, ["--max-children", str(max_children)], "mutmut-run.log")
     return collect(name, tests, seconds)
 
 
@@ -193,19 +188,25 @@ def rerun_open(name: str, max_children: int) -> ModuleResult:
         sys.exit(f"run_mutation: expected an earlier run of {name} to rerun, found none; "
                  f"run it first: run_mutation.py {name}")
     work = ROOT / "_build" / "mutation" / name
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "mutation")
-    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore, dirs_exist_ok=True)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=_IGNORE, dirs_exist_ok=True)
     open_ = sorted(m for m, st in old.status.items() if st not in ("killed", "timeout"))
+    seconds = _mutmut(name, work, ["--max-children", str(max_children), *open_],
+                      "mutmut-rerun.log")
+    return collect(name, old.tests, old.seconds + seconds)
+
+
+def _mutmut(name: str, work: Path, args: list[str], log: str) -> float:
+    """``mutmut run *args`` in the scratch copy ``work``; its output goes to ``log`` there.
+    Returns the wall time; a failed run stops the script, naming the log."""
     t0 = time.perf_counter()
-    proc = subprocess.run([mutmut_exe(), "run", "--max-children", str(max_children), *open_],
-                          cwd=work, env=_env(work), capture_output=True, text=True)
+    proc = subprocess.run([mutmut_exe(), "run", *args], cwd=work, env=_env(work),
+                          capture_output=True, text=True)
     seconds = time.perf_counter() - t0
-    (work / "mutmut-rerun.log").write_text(proc.stdout[-20000:] + "\n" + proc.stderr[-20000:])
+    (work / log).write_text(proc.stdout[-20000:] + "\n" + proc.stderr[-20000:])
     if proc.returncode != 0:
-        sys.exit(f"run_mutation: mutmut rerun failed for {name} (exit {proc.returncode}); "
-                 f"its output is in {work / 'mutmut-rerun.log'}")
-    result = collect(name, old.tests, old.seconds + seconds)
-    return result
+        sys.exit(f"run_mutation: mutmut run failed for {name} (exit {proc.returncode}); "
+                 f"its output is in {work / log}")
+    return seconds
 
 
 def _env(work: Path) -> dict:
@@ -370,11 +371,9 @@ def report(results: list[ModuleResult], path: Path, started: str) -> str:
             diff = r.diffs.get(m, "")
             if diff:
                 lines += ["  ```diff"] + ["  " + l for l in diff.splitlines()] + ["  ```"]
-    stale = sorted(m for m in set(eq.mutants) - eq.used
-                   if any(m.startswith(f"stir_lib.{Path(f).with_suffix('').as_posix()}"
-                                       .replace("/", ".").replace("stir_lib.stir_lib.",
-                                                                  "stir_lib."))
-                          for r in results for f in r.files))
+    modules = {Path(f).with_suffix("").as_posix().replace("/", ".") + "."
+               for r in results for f in r.files}                  # "stir_lib.verdicts."
+    stale = sorted(m for m in set(eq.mutants) - eq.used if m.startswith(tuple(modules)))
     if stale:
         lines += ["", "## Explanations in equivalent.toml no longer needed (killed or renamed)",
                   ""] + [f"- `{m}`" for m in stale]
