@@ -290,3 +290,120 @@ def test_a_step_every_epoch_is_allowed():
     train(tiny_model(), x, y, TrainConfig(epochs=2, lr_schedule="step", lr_step=1))
     with pytest.raises(ValueError, match="lr_step >= 1"):
         train(tiny_model(), x, y, TrainConfig(epochs=2, lr_schedule="step", lr_step=0))
+
+
+# ----------------------------------------------------------------------------- head-only penalty
+def test_head_only_training_penalises_the_head_alone():
+    """With the body frozen, the penalty (and the loss the history reports) covers the
+    head's weights only: one full-batch epoch reports CE + lambda ||W_head||^2 of the
+    initial model (the loss is taken before the step)."""
+    x, y = tiny_data(12)
+    model = tiny_model()
+    with torch.no_grad():
+        want = float(F.cross_entropy(model(x), y) + 0.3 * model.head.weight.pow(2).sum())
+        body_term = float(0.3 * model.body.fc.weight.pow(2).sum())
+    assert body_term > 0.05                         # a body term would show
+    hist = train(model, x, y, TrainConfig(epochs=1, batch_size=12, train_params="head",
+                                          weight_decay=0.3, lr=0.1), progress=False)
+    assert hist["loss"][0] == pytest.approx(want, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def test_checkpoint_holds_the_last_unfinished_epoch_and_resumes_in_process(tmp_path):
+    """After every epoch but the last, the whole state is written; a fresh model resumed
+    from it finishes with the same weights, losses and generator states as the run that
+    wrote it (SGD momentum, a cosine schedule and crop-flip draws included)."""
+    x, y = tiny_data()
+    cfg = TrainConfig(epochs=3, batch_size=8, optimizer="sgd", lr=0.3, momentum=0.7,
+                      lr_schedule="cosine", augment="crop-flip", snapshots=(1, 3), seed=4)
+    ckpt = tmp_path / "run.pt"
+    a = tiny_model()
+    hist_a = train(a, x, y, cfg, progress=False, checkpoint=ckpt)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["epoch"] == 2 and state["step"] == 2 * math.ceil(len(x) / 8)
+    assert state["losses"] == hist_a["loss"][:2] and set(state["snapshots"]) == {1}
+    b = tiny_model(seed=9)                        # other initial weights: all come from the file
+    hist_b = train(b, x, y, cfg, progress=False, checkpoint=ckpt)
+    assert hist_b["resumed_at_epoch"] == 2 and hist_b["loss"] == hist_a["loss"]
+    assert set(hist_b["snapshots"]) == {1, 3}
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert hist_b["seconds"] >= state["seconds"]
+    one = tmp_path / "one.pt"
+    train(tiny_model(), x, y, TrainConfig(epochs=1, batch_size=8), progress=False,
+          checkpoint=one)
+    assert not one.exists()                       # a one-epoch run has no unfinished epoch
+
+
+class _NotATensor:
+    pass
+
+
+def test_a_checkpoint_with_arbitrary_objects_is_not_unpickled(tmp_path):
+    """Checkpoints are read with weights_only=True: a file that would run arbitrary
+    unpickling is refused, removed and training starts over."""
+    ckpt = tmp_path / "odd.pt"
+    torch.save({"model": _NotATensor()}, ckpt)
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert training._load_checkpoint(ckpt) is None
+    assert not ckpt.exists()
+
+
+def test_autoencoder_pretraining_on_a_single_image():
+    x, y = tiny_data(1)
+    model = tiny_model()
+    before = model.body.fc.weight.detach().clone()
+    train(model, x, y, TrainConfig(epochs=1, autoencoder_epochs=2, batch_size=4, lr=0.1,
+                                   train_params="head"), progress=False)
+    assert not torch.equal(model.body.fc.weight, before)
+
+
+# ----------------------------------------------------------------------------- cached, interrupted
+def test_an_interrupted_cached_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """trained_model checkpoints into the cache's checkpoint file for its key; a run that
+    dies in its second epoch resumes there (history says so), ends with the weights of an
+    uninterrupted run, and the finished entry removes the checkpoint."""
+    from stir_lib import cache
+    from stir_lib.training import model_key, trained_model
+    x, y = mnist_like(30)
+    cfg = TrainConfig(epochs=3, batch_size=10, seed=2)
+    kwargs = {"hidden": (7,), "activation": "relu"}
+    monkeypatch.setenv("STIR_CACHE", str(tmp_path / "straight"))
+    straight = trained_model("mlp", x, y, cfg, model_kwargs=kwargs)
+    assert straight.key == cache.config_key("model", model_key("mlp", x, y, cfg, kwargs))
+    assert len(straight.history["loss"]) == 3 and straight.history["resumed_at_epoch"] == 0
+    assert cache.model_identity(straight.model) == f"model:{straight.key}"
+
+    monkeypatch.setenv("STIR_CACHE", str(tmp_path / "broken"))
+    real, steps = training._adv_loss, []
+
+    def dies_in_epoch_two(*args, **kw):
+        steps.append(1)
+        if len(steps) == 4:                       # 3 steps an epoch: the 2nd epoch's 1st step
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+    monkeypatch.setattr(training, "_adv_loss", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        trained_model("mlp", x, y, cfg, model_kwargs=kwargs)
+    key = model_key("mlp", x, y, cfg, kwargs)
+    assert cache.checkpoint_path("model", key).exists()
+    monkeypatch.setattr(training, "_adv_loss", real)
+    resumed = trained_model("mlp", x, y, cfg, model_kwargs=kwargs)
+    assert resumed.key == straight.key and resumed.history["resumed_at_epoch"] == 1
+    assert resumed.history["loss"] == straight.history["loss"]
+    for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not cache.checkpoint_path("model", key).exists()
+
+
+def test_the_key_of_a_model_started_from_another_covers_its_arguments(tmp_path, monkeypatch):
+    from stir_lib import cache
+    from stir_lib.training import model_key, trained_model
+    monkeypatch.setenv("STIR_CACHE", str(tmp_path))
+    x, y = mnist_like(20)
+    kwargs = {"hidden": (5,)}
+    start = trained_model("mlp", x, y, TrainConfig(epochs=1, batch_size=10), model_kwargs=kwargs)
+    again = trained_model("mlp", x, y, TrainConfig(epochs=0), model_kwargs=kwargs,
+                          init_key=start.key)
+    want = model_key("mlp", x, y, TrainConfig(epochs=0), kwargs, init_key=start.key)
+    assert want["model_kwargs"] == kwargs and again.key == cache.config_key("model", want)

@@ -267,7 +267,7 @@ def _only_device(diff: str) -> bool:
     def norm(line):
         line = _TO_DEVICE.sub(".to()", _DEVICE_ARG.sub("", line))
         return re.sub(r"[\s,]+", "", line)
-    return all(norm(a) == norm(b) for a, b in zip(minus, plus)) and diff.count("device") > 0
+    return all(norm(a) == norm(b) for a, b in zip(minus, plus)) and "dev" in diff
 
 
 BUILTIN_REASON = {
