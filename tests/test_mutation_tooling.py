@@ -37,6 +37,8 @@ def test_mutant_function_names():
     ('-    return p["x"].to(device)\n+    return p["x"].to(None)', True),
     ('-        X1 = X.to(device_of(m1))\n+        X1 = X.to(None)', True),
     ('-        model.to(dev)\n+        model.to(None)', True),
+    ('-            device=device_of(model))\n+            device=None)', True),
+    ('-            device=device_of(model))\n+            )', True),
     ('-    model.to(dev).eval()\n+    model.to(None).eval()', True),
     ('-    d = torch.empty(n, dtype=torch.long, device="cpu")\n'
      '+    d = torch.empty(n, dtype=None, device="cpu")', False),
