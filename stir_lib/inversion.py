@@ -187,6 +187,8 @@ def seeds(kind: str, x: torch.Tensor, seed: int = 0, pool: torch.Tensor | None =
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
     lo, hi = float(box[0]), float(box[1])
+    if not lo < hi:
+        raise ValueError(f"box: expected (low, high) with low < high, got {tuple(box)}")
     g = torch.Generator().manual_seed(seed)
     shape, n = x.shape, x.shape[0]
     if kind == "noise":

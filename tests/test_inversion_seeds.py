@@ -88,6 +88,9 @@ def test_bad_seed_inputs_are_named():
         inv.seeds("pool", x, 0, pool=x[:0])
     with pytest.raises(ValueError, match=r"at least 2 images"):
         inv.seeds("shuffle", x[:1], 0)
+    for box in [(1.0, 1.0), (1.0, 0.0)]:
+        with pytest.raises(ValueError, match=r"^box: expected \(low, high\) with low < high"):
+            inv.seeds("uniform", x, 0, box=box)
 
 
 def test_fast_stops_after_four_plateaus_of_ten_steps_by_default():

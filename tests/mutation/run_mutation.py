@@ -189,7 +189,8 @@ def rerun_open(name: str, max_children: int) -> ModuleResult:
     tests as they are now (copied into its scratch copy, and the module's current list of
     test files); the others keep their status.
     For the tests added after a full run: much faster than a full run, the same verdicts
-    for the mutants it reruns."""
+    for the mutants it reruns (tests are only ever added between the two, so a mutant
+    killed before stays killed)."""
     old = load_result(name)
     if old is None:
         sys.exit(f"run_mutation: expected an earlier run of {name} to rerun, found none; "
@@ -202,7 +203,19 @@ def rerun_open(name: str, max_children: int) -> ModuleResult:
     open_ = sorted(m for m, st in old.status.items() if st not in ("killed", "timeout"))
     seconds = _mutmut(name, work, ["--max-children", str(max_children), *open_],
                       "mutmut-rerun.log")
-    return collect(name, tests, old.seconds + seconds)
+    return merge_rerun(old, collect(name, tests, old.seconds + seconds), open_)
+
+
+def merge_rerun(old: ModuleResult, new: ModuleResult, rerun: list[str]) -> ModuleResult:
+    """The statuses of a rerun for the mutants it ran, the earlier run's for the rest.
+    (mutmut forgets its earlier results when its configuration changes, for example the
+    list of test files, so the others cannot be read back from mutmut.)"""
+    again = set(rerun)
+    for mutant, status in old.status.items():
+        if mutant not in again:
+            new.status[mutant] = status
+            new.diffs.pop(mutant, None)
+    return new
 
 
 def _mutmut(name: str, work: Path, args: list[str], log: str) -> float:
