@@ -33,7 +33,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 
 from . import features
@@ -284,6 +283,7 @@ def stir_matrix(models: Mapping[str, object], X: torch.Tensor, *,
         (column name "scored by"); STIR entries are means over the seeds. With
         ``return_std`` the std frame follows, with ``return_iris`` the IRIs.
     """
+    import pandas as pd  # here only: the rest of the library runs without pandas
     if not isinstance(models, Mapping) or not models:
         raise TypeError(f"models: expected a non-empty dict name -> nn.Module, got "
                         f"{type(models).__name__}")
