@@ -132,6 +132,8 @@ def test_a_module_that_runs_twice_is_refused_without_a_call(resnet, x):
         F.layer_output(resnet, x, "layer1.0.relu")
     with pytest.raises(ValueError, match=r"2 calls"):
         representation(resnet, x, Layer("layer2.1.relu"))
+    with pytest.raises(ValueError, match=r"2 calls"):       # the target pass checks it
+        invert(resnet, x, "layer1.0.relu", steps=1, progress=False)
     with pytest.raises(ValueError, match=r"ran 2 time\(s\).*expected call in 0\.\.1"):
         F.layer_output(resnet, x, Layer("layer1.0.relu", call=2))
 
