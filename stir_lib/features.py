@@ -137,9 +137,11 @@ def default_layer(model: nn.Module) -> LayerSpec:
     register their head last, so this is the input of the classifier: torchvision's ResNets
     ``fc`` (the pooled features, flattened by ``torch.flatten`` in ``forward``, no module's
     output), VGG and AlexNet ``classifier.6`` (the second 4096-wide fully connected layer
-    after its ReLU and dropout), ViT ``heads.head`` (the class token after the encoder's
-    final LayerNorm). The model's output (the logits) would be a 10- or 1000-dimensional
-    representation that the paper does not use.
+    after its ReLU, and for VGG its dropout, the identity in eval mode), ViT ``heads.head``
+    (the class token after the encoder's final LayerNorm); likewise ConvNeXt, EfficientNet,
+    MobileNet and Swin. The model's output (the logits) would be a 10- or 1000-dimensional
+    representation that the paper does not use. A model that registers a Linear after its
+    head, or calls its head more than once, needs its layer named.
 
     Raises:
         ValueError: the model has no ``nn.Linear``; pass a layer explicitly.
