@@ -13,9 +13,10 @@ when every change m1 ignores, m2 ignores too. It is not symmetric.
 
 Any ``torch.nn.Module`` works: a library :class:`~stir_lib.models.ImageModel` (layers are
 its stages, the penultimate by default, as in the paper) or a torchvision, timm or
-hand-made model (layers are ``named_modules()`` paths, its output by default; see
-:mod:`stir_lib.features`). Inputs are in the box the caller states (default [0, 1]);
-normalisation stays inside the model. The default inversion is the paper's procedure
+hand-made model (layers are ``named_modules()`` paths or :class:`~stir_lib.features.Layer`
+objects, the input of its final ``nn.Linear`` by default; see :mod:`stir_lib.features`).
+Inputs are in the box the caller states (default [0, 1]); normalisation stays inside the
+model. The default inversion is the paper's procedure
 (``method="reference"``); inversions are cached (keyed by the model's identity, X,
 layer and every option), so re-running a notebook redoes none of them.
 
@@ -85,7 +86,8 @@ class STIRResult:
         of every IRI behind ``m2_given_m1``, one row per seed (convergence).
     distance_m2: (S, N) the same on m2, behind ``m1_given_m2``.
     evaluations_m1, evaluations_m2: (S, N) model evaluations per sample.
-    seeds, layer1, layer2, method, seed_kind, n: how it was computed (n = |X|).
+    seeds, layer1, layer2, method, seed_kind, n: how it was computed (n = |X|; the layers
+        resolved: a str or a :class:`~stir_lib.features.Layer`).
     iris_m1, iris_m2: with ``stir(..., return_iris=True)``, the IRIs of m1 and of m2, a
         (S, N, ...) tensor each (one slice per seed, on the CPU); else None.
 
@@ -99,8 +101,8 @@ class STIRResult:
     evaluations_m1: torch.Tensor
     evaluations_m2: torch.Tensor
     seeds: tuple[int, ...]
-    layer1: str
-    layer2: str
+    layer1: features.LayerSpec
+    layer2: features.LayerSpec
     method: str
     seed_kind: str
     n: int
@@ -167,7 +169,8 @@ def _score(cka: Callable, reference: torch.Tensor, other: torch.Tensor) -> float
 
 
 # --------------------------------------------------------------------------- STIR
-def stir(m1, m2, X: torch.Tensor, *, layer1: str | None = None, layer2: str | None = None,
+def stir(m1, m2, X: torch.Tensor, *, layer1: features.LayerSpec | None = None,
+         layer2: features.LayerSpec | None = None,
          seeds: int | Iterable[int] = (0,), seed_kind: str = "noise", method: str = "reference",
          steps: int | None = None, step_size: float | None = None,
          pool: torch.Tensor | None = None, cka: Callable = linear_cka,
@@ -186,8 +189,10 @@ def stir(m1, m2, X: torch.Tensor, *, layer1: str | None = None, layer2: str | No
         X: inputs in ``box`` that both models accept (N >= 2; the paper uses 1,000
             images).
         layer1, layer2: layers of m1 and m2 (an ImageModel's stage names, or any
-            model's ``named_modules()`` paths, or "output"); None for the default
-            (an ImageModel's penultimate stage, any other model's output).
+            model's ``named_modules()`` paths, or "output", or a
+            :class:`~stir_lib.features.Layer` for a chosen call, a selected tensor or a
+            module's input); None for the default (the penultimate layer: an ImageModel's
+            penultimate stage, any other model's final Linear's input).
         seeds: inversion seeds (ints); each gives different IRI starts. Scores
             are averaged over them.
         seed_kind: the IRI start, see :func:`~stir_lib.inversion.seeds`
@@ -251,7 +256,8 @@ def stir(m1, m2, X: torch.Tensor, *, layer1: str | None = None, layer2: str | No
 
 
 def stir_matrix(models: Mapping[str, object], X: torch.Tensor, *,
-                layers: Mapping[str, str] | None = None, seeds: int | Iterable[int] = (0,),
+                layers: Mapping[str, features.LayerSpec] | None = None,
+                seeds: int | Iterable[int] = (0,),
                 seed_kind: str = "noise", method: str = "reference", steps: int | None = None,
                 step_size: float | None = None, pool: torch.Tensor | None = None,
                 cka: Callable = linear_cka, spatial: str = "flatten", box=(0.0, 1.0),
@@ -271,7 +277,8 @@ def stir_matrix(models: Mapping[str, object], X: torch.Tensor, *,
     Args:
         models: name -> ``nn.Module``, in the order of the rows and columns.
         X: inputs in ``box`` that every model accepts.
-        layers: name -> layer for some or all models; the others use their default.
+        layers: name -> layer (a str or a :class:`~stir_lib.features.Layer`) for some or
+            all models; the others use their default.
         seeds, seed_kind, method, steps, step_size, pool, cka, spatial, box, use_cache,
         batch_size, progress: as in :func:`stir`.
         return_std: also return the std over seeds (ddof=1) of every STIR entry.
