@@ -166,16 +166,17 @@ def seeds(kind: str, x: torch.Tensor, seed: int = 0, pool: torch.Tensor | None =
     """Starting points x'_0 for the inversion of ``x``, same shape, in ``box`` (default [0, 1]).
 
     Kinds:
-        "noise": standard Gaussian noise clipped to [0, 1] (half the pixels 0,
-            ~16 % at 1). This is the public STIR code's default seed
-            ("super-noise", ``torch.randn``) after its first projection onto
-            [0, 1]; Nanda et al. (2022) call it random noise.
-        "uniform": i.i.d. uniform noise on [0, 1].
-        "shuffle": other images of ``x``, a random derangement, so no sample
-            starts from itself (needs N >= 2).
-        "pool": images drawn uniformly with replacement from ``pool``
-            (M, C, H, W), e.g. held-out data.
-        "constant": a flat grey image per sample, its level uniform on [0, 1].
+
+    * ``"noise"``: standard Gaussian noise clipped to [0, 1] (half the pixels 0,
+      ~16 % at 1). This is the public STIR code's default seed ("super-noise",
+      ``torch.randn``) after its first projection onto [0, 1]; Nanda et al. (2022) call
+      it random noise.
+    * ``"uniform"``: i.i.d. uniform noise on [0, 1].
+    * ``"shuffle"``: other images of ``x``, a random derangement, so no sample starts
+      from itself (needs N >= 2).
+    * ``"pool"``: images drawn uniformly with replacement from ``pool`` (M, C, H, W),
+      e.g. held-out data.
+    * ``"constant"``: a flat grey image per sample, its level uniform on [0, 1].
 
     For another box [lo, hi] the [0, 1] draws are mapped to lo + (hi - lo) * u.
 
@@ -226,17 +227,20 @@ def seeds(kind: str, x: torch.Tensor, seed: int = 0, pool: torch.Tensor | None =
 class InversionResult:
     """Output of :func:`invert`.
 
-    x_prime: (N, C, H, W) IRIs in [0, 1], each sample's best iterate.
-    distance: (N,) eq. (1) at ``x_prime`` (the best distance found).
-    initial_distance: (N,) eq. (1) at the start x'_0.
-    history: (T,) mean over all N samples of the best distance so far after
-        t + 1 evaluations (a sample that stopped early keeps its final value);
-        history[0] is the mean initial distance.
-    evaluations: (N,) int64 model evaluations per sample: forward passes, each
-        with a backward pass except the last (which only scores the final
-        iterate).
-    method, layer, seed_kind, seed: how it was made (``layer`` resolved: a str or a
-        :class:`~stir_lib.features.Layer`).
+    Attributes:
+        x_prime: (N, C, H, W) IRIs in [0, 1], each sample's best iterate.
+        distance: (N,) eq. (1) at ``x_prime`` (the best distance found).
+        initial_distance: (N,) eq. (1) at the start x'_0.
+        history: (T,) mean over all N samples of the best distance so far after
+            t + 1 evaluations (a sample that stopped early keeps its final value);
+            history[0] is the mean initial distance.
+        evaluations: (N,) int64 model evaluations per sample: forward passes, each
+            with a backward pass except the last (which only scores the final
+            iterate).
+        method: "reference" or "fast".
+        layer: the layer inverted, resolved (a str or a :class:`~stir_lib.features.Layer`).
+        seed_kind: the kind of start (see :func:`seeds`), or "start" for explicit starts.
+        seed: the seed of the start.
     """
     x_prime: torch.Tensor
     distance: torch.Tensor
