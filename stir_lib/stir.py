@@ -195,6 +195,9 @@ def _run(m1: nn.Module, m2: nn.Module, X, *, layer1: str, layer2: str,
                     per_seed[f"e{j}"][si].append(inv.evaluations)
                     if return_iris:
                         per_seed[f"i{j}"][si].append(inv.x_prime.detach().cpu())
+            if not whole:
+                del reps, r1, r2, xs, invs, ri, rx
+                stir_batches.release_free_memory()
     if n < 2:
         raise ValueError(f"X: expected at least 2 images (CKA compares examples), got {n}; "
                          f"the paper uses 1,000")
@@ -373,20 +376,33 @@ def stir(m1: nn.Module, m2: nn.Module, X: torch.Tensor | Iterable[Any], *,
     ``STIR_THREADS=off`` leaves the thread count alone); the starts use their own
     generators, not torch's global one.
     """
+    return _stir(m1, m2, X, layer1=layer1, layer2=layer2, seeds=seeds, seed_kind=seed_kind,
+                 method=method, steps=steps, step_size=step_size, pool=pool, cka=cka,
+                 spatial=spatial, box=box, use_cache=use_cache, batch_size=batch_size,
+                 progress=progress, return_iris=return_iris, bootstrap=bootstrap, level=level,
+                 bootstrap_seed=bootstrap_seed)[0]
+
+
+def _stir(m1: nn.Module, m2: nn.Module, X, *, layer1, layer2, seeds, bootstrap: int,
+          level: float, bootstrap_seed: int, keep_rows: bool = False,
+          extra: Callable[[str, str], Mapping[str, tuple[nn.Module, str, int]]] | None = None,
+          **options) -> tuple[STIRResult, _Run]:
+    """:func:`stir`'s work, with the pass over X (:func:`_run`) returned too. ``extra(layer1,
+    layer2)`` gives more scorers (:mod:`stir_lib.stir_baselines`)."""
     _check_model(m1, "m1")
     _check_model(m2, "m2")
     layer1 = resolve_layer(m1, layer1, "layer1")
     layer2 = resolve_layer(m2, layer2, "layer2")
     seeds = _check_seeds(seeds)
-    _check_bootstrap(bootstrap, level, cka)
+    _check_bootstrap(bootstrap, level, options["cka"])
     check_int(bootstrap_seed, "bootstrap_seed", minimum=0)
-    run = _run(m1, m2, X, layer1=layer1, layer2=layer2, seeds=seeds, seed_kind=seed_kind,
-               method=method, steps=steps, step_size=step_size, pool=pool, cka=cka,
-               spatial=spatial, box=box, use_cache=use_cache, batch_size=batch_size,
-               progress=progress, return_iris=return_iris, keep_rows=bool(bootstrap))
-    return _result(run, seeds=seeds, layer1=layer1, layer2=layer2, method=method,
-                   seed_kind=seed_kind, bootstrap=bootstrap, level=level,
-                   bootstrap_seed=bootstrap_seed)
+    run = _run(m1, m2, X, layer1=layer1, layer2=layer2, seeds=seeds,
+               keep_rows=keep_rows or bool(bootstrap),
+               extra=extra(layer1, layer2) if extra else None, **options)
+    result = _result(run, seeds=seeds, layer1=layer1, layer2=layer2, method=options["method"],
+                     seed_kind=options["seed_kind"], bootstrap=bootstrap, level=level,
+                     bootstrap_seed=bootstrap_seed)
+    return result, run
 
 
 def stir_matrix(models: Mapping[str, nn.Module], X: torch.Tensor, *,

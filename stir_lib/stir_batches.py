@@ -30,6 +30,8 @@ warning says so. ``tests/test_stir_surface.py`` checks the equality for awkward 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import warnings
 from collections import deque
@@ -39,7 +41,8 @@ import torch
 
 from .validation import check_choice
 
-__all__ = ["BATCH_SEED_KINDS", "Starts", "batches", "with_rest", "draws_match", "check_draws"]
+__all__ = ["BATCH_SEED_KINDS", "Starts", "batches", "with_rest", "draws_match", "check_draws",
+           "release_free_memory"]
 
 BATCH_SEED_KINDS = ("noise", "uniform", "pool", "constant")   # "shuffle" needs all of X
 _BLOCK = 16                  # torch's CPU normal_fill turns uniforms into normals 16 at a time
@@ -198,3 +201,26 @@ def _warn_once() -> None:
                   "the batched starts rely on; the starts of X given as batches are equally "
                   "distributed noise but not those of the all-at-once call, so the two agree "
                   "only in expectation", stacklevel=3)
+
+
+@functools.lru_cache(maxsize=None)
+def _libc_trim():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):         # not glibc: nothing to call
+        return None
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere
+    nothing), between batches.
+
+    Measured (``benchmarks/stir_memory.py --shape 3 32 32``): without it, glibc leaves the
+    big per-batch temporaries' freed chunks resident between the small results that outlive
+    a batch (representations, distances), and the peak grew by about one batch of images per
+    batch: +110 MB from N = 1,000 to 5,000. It changes no setting and costs a heap walk per
+    batch.
+    """
+    trim = _libc_trim()
+    if trim is not None:
+        trim(0)
