@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import features, stir_batches
+from . import features, stir_batches, threads
 from .attacks import eval_mode
 from .batch_cka import LinearCKASums
 from .inversion import _check_model, invert, representation, resolve_layer
@@ -111,6 +111,7 @@ class _Run:
     labels: torch.Tensor | None
 
 
+@threads.parallel
 def _run(m1: nn.Module, m2: nn.Module, X, *, layer1: str, layer2: str,
          seeds: tuple[int, ...], seed_kind: str, method: str, steps: int | None,
          step_size: float | None, pool: torch.Tensor | None, cka: Callable, spatial: str,
