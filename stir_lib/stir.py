@@ -35,8 +35,8 @@ models' own); models are put in eval mode and restored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,6 @@ import torch
 from torch import nn
 
 from . import features, stir_batches, threads
-from .attacks import eval_mode
 from .batch_cka import LinearCKASums
 from .inversion import _check_model, invert, representation, resolve_layer
 from .models import device_of
@@ -76,6 +75,19 @@ def _check_seeds(seeds) -> tuple[int, ...]:
 def _score(cka: Callable, reference: torch.Tensor, other: torch.Tensor) -> float:
     """cka over all rows at once, on the reference's device."""
     return float(cka(reference, other.to(reference.device)))
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside; afterwards every submodule's own mode back (a model in training
+    with a frozen, eval-mode part gets both back, not one flag for all)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def _check_batches(X, cka, seed_kind: str, use_cache: bool) -> None:
@@ -145,14 +157,15 @@ def _run(m1: nn.Module, m2: nn.Module, X, *, layer1: str, layer2: str,
     rk = dict(spatial=spatial, box=box, batch_size=batch_size)
     kw = dict(method=method, steps=steps, step_size=step_size, spatial=spatial, box=box,
               batch_size=batch_size, progress=progress)
-    sums = {name: [LinearCKASums() for _ in seeds] for name in (*scorers, "cka")}
+    sums = {name: [LinearCKASums() for _ in seeds] for name in scorers}
+    cka_sums = LinearCKASums()
     values: dict[str, list[float]] = {name: [] for name in scorers}
     per_seed = {key: [[] for _ in seeds] for key in ("d1", "d2", "e1", "e2", "i1", "i2")}
-    rows = {name: ([], [[] for _ in seeds]) for name in (*scorers, "cka_m2")}
+    rows = {name: ([], [[] for _ in seeds]) for name in scorers}
     n, labels, cka_value = 0, [], float("nan")
     with ExitStack() as stack:
         for m in {id(m): m for m, _, _ in scorers.values()}.values():
-            stack.enter_context(eval_mode(m))
+            stack.enter_context(_eval_mode(m))
         for k, (xb, yb, rest) in enumerate(items):
             if not whole:
                 features.check_input(m1, xb, f"X (batch {k})", box)
@@ -171,9 +184,8 @@ def _run(m1: nn.Module, m2: nn.Module, X, *, layer1: str, layer2: str,
             if whole:
                 cka_value = _score(cka, r1, r2)
             else:
-                sums["cka"][0].update(r1, r2.to(r1.device))
+                cka_sums.update(r1, r2.to(r1.device))
             if keep_rows:
-                rows["cka_m2"][0].append(r2.detach().cpu())
                 for name, (model, layer, _) in scorers.items():
                     rows[name][0].append(rep_x(model, layer).detach().cpu())
             xs = (xb.to(device_of(m1)), xb.to(device_of(m2)))
@@ -203,7 +215,7 @@ def _run(m1: nn.Module, m2: nn.Module, X, *, layer1: str, layer2: str,
         raise ValueError(f"X: expected at least 2 images (CKA compares examples), got {n}; "
                          f"the paper uses 1,000")
     if not whole:
-        cka_value = sums["cka"][0].compute()
+        cka_value = cka_sums.compute()
         values = {name: [acc.compute() for acc in sums[name]] for name in scorers}
 
     def stack_(key):
@@ -211,9 +223,8 @@ def _run(m1: nn.Module, m2: nn.Module, X, *, layer1: str, layer2: str,
 
     kept = None
     if keep_rows:
-        kept = {name: (torch.cat(rx), [torch.cat(r) for r in ri])
-                for name, (rx, ri) in rows.items() if name != "cka_m2"}
-        kept["cka"] = (kept["m1_given_m2"][0], [torch.cat(rows["cka_m2"][0])])
+        kept = {name: (torch.cat(rx), [torch.cat(r) for r in ri]) for name, (rx, ri) in rows.items()}
+        kept["cka"] = (kept["m1_given_m2"][0], [kept["m2_given_m1"][0]])    # m1(X), m2(X)
     return _Run(n=n, values=values, cka=cka_value, distance=(stack_("d1"), stack_("d2")),
                 evaluations=(stack_("e1"), stack_("e2")),
                 iris=(stack_("i1"), stack_("i2")) if return_iris else None, rows=kept,
@@ -231,8 +242,8 @@ def _weighted_linear_cka(A: torch.Tensor, B: torch.Tensor, W: torch.Tensor) -> t
         w^T (K o L) w - (2 / n) sum_i w_i (K w)_i (L w)_i + (w^T K w)(w^T L w) / n^2
 
     (K o L: the elementwise product; the weighted mean is removed exactly). The Gram
-    matrices are formed a block of columns at a time: memory O(R n + n^2 / blocks), time
-    O(R n^2). Returns (R,) float64, NaN where a resample is constant.
+    matrices are formed a block of about 2^20 entries at a time, so memory is O(R n), not
+    O(n^2); time O(R n^2 + n^2 d). Returns (R,) float64, NaN where a resample is constant.
     """
     A = A.double() - A.double().mean(0)
     B = B.double() - B.double().mean(0)
@@ -240,7 +251,7 @@ def _weighted_linear_cka(A: torch.Tensor, B: torch.Tensor, W: torch.Tensor) -> t
     n = len(A)
     KW, LW = torch.zeros_like(W), torch.zeros_like(W)     # (R, n): K w, L w per resample
     t = torch.zeros(3, len(W), dtype=torch.float64, device=A.device)
-    step = max(1, 2 ** 22 // n)
+    step = max(1, 2 ** 20 // n)
     for j in range(0, n, step):
         K, L = A @ A[j:j + step].T, B @ B[j:j + step].T   # (n, b): columns of the Grams
         Wj = W[:, j:j + step]
@@ -263,7 +274,7 @@ def _image_intervals(rows: Mapping[str, tuple[torch.Tensor, list[torch.Tensor]]]
     n = len(next(iter(rows.values()))[0])
     g = torch.Generator().manual_seed(seed)
     out: dict[str, list[torch.Tensor]] = {name: [] for name in rows}
-    chunk = max(1, min(replicates, 2 ** 23 // n))
+    chunk = max(1, min(replicates, 2 ** 21 // n))    # resamples at a time: R n <= 2^21
     for start in range(0, replicates, chunk):
         r = min(chunk, replicates - start)
         idx = torch.randint(n, (r, n), generator=g)                 # resampled image indices
@@ -464,7 +475,7 @@ def stir_matrix(models: Mapping[str, nn.Module], X: torch.Tensor, *,
     iris = {}
     with ExitStack() as stack:
         for n in names:
-            stack.enter_context(eval_mode(models[n]))
+            stack.enter_context(_eval_mode(models[n]))
         reps = {n: representation(models[n], X, lay[n], **rk) for n in names}
         for i, a in enumerate(names):
             for j in range(i, k):

@@ -5,7 +5,7 @@ the file format of a saved result (:meth:`STIRResult.save`, :meth:`STIRResult.lo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ class Score:
 
 @dataclass(frozen=True)
 class Interval:
-    """A percentile bootstrap interval over the images of X (see ``stir(..., bootstrap=)``).
+    """A percentile bootstrap interval over the images of X (``stir(..., bootstrap=B)``).
 
     low, high: the (1 - level) / 2 and (1 + level) / 2 quantiles of the score over
     ``replicates`` resamples of the images (with replacement; the seeds' mean when there
@@ -66,7 +66,7 @@ class Interval:
 
 @dataclass(frozen=True, eq=False)
 class STIRResult:
-    """Output of :func:`stir`.
+    """Output of :func:`~stir_lib.stir.stir`.
 
     m2_given_m1: STIR(m2 | m1): IRIs found on m1 (the reference), scored by m2.
     m1_given_m2: STIR(m1 | m2): IRIs found on m2, scored by m1.
@@ -101,7 +101,7 @@ class STIRResult:
     n: int
     iris_m1: torch.Tensor | None = None
     iris_m2: torch.Tensor | None = None
-    image_interval: Mapping[str, Interval] | None = field(default=None)
+    image_interval: Mapping[str, Interval] | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, STIRResult):

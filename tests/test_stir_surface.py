@@ -294,6 +294,25 @@ def test_model_identity_without_source_falls_back_to_the_name():
     assert ident.startswith("weights:") and ident == cache.model_identity(namespace["Hidden"]())
 
 
+def test_every_submodules_mode_is_restored():
+    """A model training with a frozen (eval-mode) part: both modes back after stir and
+    stir_matrix, and the inversion ran in eval mode (dropout off: two runs agree)."""
+    def model():
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Dropout(0.5), nn.ReLU(),
+                          nn.BatchNorm1d(16), nn.Linear(16, 10)).double()
+        m.train()
+        m[4].eval()                                     # a frozen BatchNorm
+        return m
+
+    m1, m2, X = model(), mlp(1), images(12)
+    a = stir(m1, m2, X, seeds=0, steps=3)
+    assert m1.training and m1[2].training and not m1[4].training and not m2.training
+    stir_matrix({"a": m1, "b": m2}, X, seeds=0, steps=3)
+    assert m1.training and m1[2].training and not m1[4].training
+    assert stir(m1, m2, X, seeds=0, steps=3).m2_given_m1 == a.m2_given_m1
+
+
 def _thread_counts(model):
     seen = []
     for m in model.modules():
