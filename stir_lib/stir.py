@@ -188,29 +188,31 @@ def _run(m1: nn.Module, m2: nn.Module, X, *, layer1: str, layer2: str,
             if keep_rows:
                 for name, (model, layer, _) in scorers.items():
                     rows[name][0].append(rep_x(model, layer).detach().cpu())
-            xs = (xb.to(device_of(m1)), xb.to(device_of(m2)))
             for si, s in enumerate(seeds):
                 how = (dict(seed=s, seed_kind=seed_kind, pool=pool, use_cache=use_cache) if whole
                        else dict(start=starts[si].take(xb, rest)))
-                invs = (invert(m1, xs[0], layer1, **how, **kw),       # m1(X'_1) ~ m1(X)
-                        invert(m2, xs[1], layer2, **how, **kw))       # m2(X'_2) ~ m2(X)
-                for name, (model, layer, d) in scorers.items():
-                    ri = representation(model, invs[d - 1].x_prime, layer, **rk)
-                    rx = rep_x(model, layer)
-                    if whole:
-                        values[name].append(_score(cka, rx, ri))
-                    else:
-                        sums[name][si].update(rx, ri.to(rx.device))
-                    if keep_rows:
-                        rows[name][1][si].append(ri.detach().cpu())
-                for j, inv in enumerate(invs, 1):
+                for j, (m, layer) in enumerate(((m1, layer1), (m2, layer2)), 1):
+                    # m_j(X'_j) ~ m_j(X); one direction at a time, so one set of IRIs is alive
+                    inv = invert(m, xb.to(device_of(m)), layer, **how, **kw)
+                    for name, (model, lay, d) in scorers.items():
+                        if d != j:
+                            continue
+                        ri = representation(model, inv.x_prime, lay, **rk)
+                        rx = rep_x(model, lay)
+                        if whole:
+                            values[name].append(_score(cka, rx, ri))
+                        else:
+                            sums[name][si].update(rx, ri.to(rx.device))
+                        if keep_rows:
+                            rows[name][1][si].append(ri.detach().cpu())
                     per_seed[f"d{j}"][si].append(inv.distance)
                     per_seed[f"e{j}"][si].append(inv.evaluations)
                     if return_iris:
                         per_seed[f"i{j}"][si].append(inv.x_prime.detach().cpu())
-            if not whole:
-                del reps, r1, r2, xs, invs, ri, rx
-                stir_batches.release_free_memory()
+                    del inv, ri, rx
+                    if not whole:
+                        stir_batches.release_free_memory()
+            reps.clear()
     if n < 2:
         raise ValueError(f"X: expected at least 2 images (CKA compares examples), got {n}; "
                          f"the paper uses 1,000")

@@ -204,7 +204,8 @@ def test_memory_of_a_loader_does_not_grow_with_n():
     """Fresh processes (benchmarks/stir_memory.py, peak RSS): a DataLoader of N = 4,000
     3x16x16 images peaks at most 8 MB above N = 1,000 (one leaked image per image would be
     +18 MB) and equals the one-tensor STIR within 1e-5; the one-tensor call at N = 4,000
-    peaks at least 50 MB above the loader (the measurement sees memory that grows with N)."""
+    peaks at least 20 MB above the loader (it holds the starts and IRIs of all of X, 25 MB
+    each: the measurement sees memory that grows with N)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import stir_memory
@@ -213,10 +214,24 @@ def test_memory_of_a_loader_does_not_grow_with_n():
     rows = stir_memory.measure(1000, 4000, (3, 16, 16), batch=100, steps=1, tensor=False)
     inc = {k: r["peak_mb"] - r["before_mb"] for k, r in rows.items()}
     assert inc[("loader", 4000)] <= inc[("loader", 1000)] + 8.0, inc
-    assert inc[("tensor", 4000)] >= inc[("loader", 4000)] + 50.0, inc
+    assert inc[("tensor", 4000)] >= inc[("loader", 4000)] + 20.0, inc
     diff = np.abs(np.array(rows[("loader", 4000)]["values"]) -
                   np.array(rows[("tensor", 4000)]["values"])).max()
     assert diff < 1e-5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batches_on_a_gpu_give_the_cpu_result():
+    """Models on the GPU, batches from the CPU: the CPU one-tensor result (starts are drawn
+    on the CPU); a re-initialised GPU model has the CPU one's weights."""
+    m1, m2, X = mlp(0), mlp(1), images()
+    cpu = stir(m1, m2, X, **OPTS)
+    gpu = stir(mlp(0).cuda(), mlp(1).cuda(), DataLoader(TensorDataset(X), batch_size=16),
+               **OPTS)
+    assert np.abs(values(gpu) - values(cpu)).max() < 1e-5
+    for a, b in zip(reinitialised(m1.cuda(), 3).state_dict().values(),
+                    reinitialised(mlp(0), 3).state_dict().values()):
+        assert a.is_cuda and torch.equal(a.cpu(), b)
 
 
 def test_batches_refuse_what_they_cannot_do():
