@@ -1,8 +1,9 @@
 """Peak memory of STIR over a DataLoader against N, and its equality with the one-tensor call.
 
 Each configuration runs in a fresh subprocess (``--child``), which reports its peak resident
-memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``: torch's CPU allocations included,
-which ``tracemalloc`` does not see) before and after STIR, and the STIR values. The images
+memory (``VmHWM`` of /proc/self/status, else ``getrusage(RUSAGE_SELF).ru_maxrss``: torch's
+CPU allocations included, which ``tracemalloc`` does not see) before and after STIR, and
+the STIR values. The images
 come from a map-style dataset that makes image i from a generator seeded with i, so a
 DataLoader over it never holds more than a batch, and the one-tensor call gets exactly the
 same images (stacked). The models: two seeded MLPs (D -> 32 -> 10, ReLU, float64), a few
@@ -41,6 +42,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _peak_mb() -> float:
+    """This process's peak resident memory (MB): /proc's VmHWM, the high-water mark of its
+    own address space. ``getrusage(RUSAGE_SELF).ru_maxrss`` is not used where /proc exists:
+    Linux carries the parent's RSS into it across fork and exec, so a child of a large
+    process (a test session) reports the parent's size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024                 # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
 
 

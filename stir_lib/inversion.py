@@ -15,10 +15,12 @@ Through Shared Invariances" (ICML), use it to build STIR (see
 
 Representations (:func:`representation`): the named layer's output (an
 :class:`~stir_lib.models.ImageModel` stage, or any module of any ``nn.Module`` by its
-``named_modules()`` path, see :mod:`stir_lib.features`), flattened to (N, D): the
-full representation. ``spatial="mean"`` averages 4-D activations (N, C, H, W) over
-the *spatial* axes to (N, C) instead (the public STIR code averages over channels and
-height, which mixes channels; we do not).
+``named_modules()`` path, or a :class:`~stir_lib.features.Layer`: a chosen call, a tensor
+selected from a tuple or dict, a module's input; see :mod:`stir_lib.features`), flattened
+to (N, D): the full representation. The default is the penultimate layer (an ImageModel's
+penultimate stage; any other model's final ``nn.Linear``'s input). ``spatial="mean"``
+averages 4-D activations (N, C, H, W) over the *spatial* axes to (N, C) instead (the
+public STIR code averages over channels and height, which mixes channels; we do not).
 
 Two optimisers (:func:`invert`):
 
@@ -87,7 +89,8 @@ resolve_layer = features.resolve_layer
 
 
 # --------------------------------------------------------------------------- representations
-def _rep(model, x: torch.Tensor, layer: str, spatial: str = "flatten") -> torch.Tensor:
+def _rep(model, x: torch.Tensor, layer: features.LayerSpec,
+         spatial: str = "flatten") -> torch.Tensor:
     """Differentiable representation (N, D): the layer's output flattened, or for 4-D
     outputs with ``spatial="mean"`` their mean over the spatial axes."""
     h = features.layer_output(model, x, layer)
@@ -96,7 +99,7 @@ def _rep(model, x: torch.Tensor, layer: str, spatial: str = "flatten") -> torch.
     return h.flatten(1)
 
 
-def representation(model, x: torch.Tensor, layer: str | None = None, *,
+def representation(model, x: torch.Tensor, layer: features.LayerSpec | None = None, *,
                    spatial: str = "flatten", box=(0.0, 1.0),
                    batch_size: int = 1000) -> torch.Tensor:
     """The representation m(x) used by inversion and STIR, (N, D).
@@ -104,8 +107,8 @@ def representation(model, x: torch.Tensor, layer: str | None = None, *,
     Args:
         model: any ``nn.Module`` (see :mod:`stir_lib.features` for layer names).
         x: input images in ``box`` (for an ImageModel: (N, C, H, W) in [0, 1]).
-        layer: a layer name; None for the default (an ImageModel's penultimate stage,
-            any other model's output).
+        layer: a layer name or a :class:`~stir_lib.features.Layer`; None for the default
+            (an ImageModel's penultimate stage, any other model's final Linear's input).
         spatial: "flatten" (the full layer) or "mean" (4-D outputs averaged over H, W).
         box: the range of valid inputs (the user's normalisation stays in the model).
         batch_size: images per forward pass (memory only; the result does not depend on it).
@@ -130,7 +133,8 @@ def _distance(read, z, target, target_norm) -> torch.Tensor:
 
 
 def relative_distance(model, x_prime: torch.Tensor, x: torch.Tensor,
-                      layer: str | None = None, *, spatial: str = "flatten", box=(0.0, 1.0),
+                      layer: features.LayerSpec | None = None, *, spatial: str = "flatten",
+                      box=(0.0, 1.0),
                       batch_size: int = 1000) -> torch.Tensor:
     """Per-sample ||m(x') - m(x)||_2 / ||m(x)||_2, eq. (1), shape (N,).
 
@@ -187,6 +191,8 @@ def seeds(kind: str, x: torch.Tensor, seed: int = 0, pool: torch.Tensor | None =
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
     lo, hi = float(box[0]), float(box[1])
+    if not lo < hi:
+        raise ValueError(f"box: expected (low, high) with low < high, got {tuple(box)}")
     g = torch.Generator().manual_seed(seed)
     shape, n = x.shape, x.shape[0]
     if kind == "noise":
@@ -229,7 +235,8 @@ class InversionResult:
     evaluations: (N,) int64 model evaluations per sample: forward passes, each
         with a backward pass except the last (which only scores the final
         iterate).
-    method, layer, seed_kind, seed: how it was made.
+    method, layer, seed_kind, seed: how it was made (``layer`` resolved: a str or a
+        :class:`~stir_lib.features.Layer`).
     """
     x_prime: torch.Tensor
     distance: torch.Tensor
@@ -237,7 +244,7 @@ class InversionResult:
     history: torch.Tensor
     evaluations: torch.Tensor
     method: str
-    layer: str
+    layer: features.LayerSpec
     seed_kind: str
     seed: int
 
@@ -346,12 +353,18 @@ def _fast(read, z0, target, tnorm, steps, lr, tol, patience, tick, box,
     return track, evals, hist
 
 
-def inversion_key(identity: str, x: torch.Tensor, layer: str, *, spatial: str, method: str,
+def inversion_key(identity: str, x: torch.Tensor, layer: features.LayerSpec, *, spatial: str,
+                  method: str,
                   steps: int, step_size: float, seed: int, seed_kind: str, box,
                   pool: torch.Tensor | None = None, tol: float = 0.1, patience: int = 10) -> dict:
     """The cache configuration of one inversion: the model's identity
-    (:func:`stir_lib.cache.model_identity`), the images, the layer and every option."""
-    return {"model": identity, "x": cache.fingerprint(x), "layer": layer, "spatial": spatial,
+    (:func:`stir_lib.cache.model_identity`), the images, the layer and every option.
+
+    The layer keys as :func:`stir_lib.features.layer_key` spells it: a string as itself (keys
+    made before :class:`~stir_lib.features.Layer` existed stay valid), a Layer by its fields;
+    a Layer that selects with a function is refused (it has no stable key)."""
+    return {"model": identity, "x": cache.fingerprint(x), "layer": features.layer_key(layer),
+            "spatial": spatial,
             "method": method, "steps": steps, "step_size": step_size, "seed": seed,
             "seed_kind": seed_kind, "box": [float(box[0]), float(box[1])],
             "pool": cache.fingerprint(pool) if pool is not None and seed_kind == "pool" else None,
@@ -359,7 +372,7 @@ def inversion_key(identity: str, x: torch.Tensor, layer: str, *, spatial: str, m
             "code": cache.code_version(sys.modules[__name__], features)}
 
 
-def invert(model, x: torch.Tensor, layer: str | None = None, *,
+def invert(model, x: torch.Tensor, layer: features.LayerSpec | None = None, *,
            seed_kind: str = "noise", method: str = "reference", steps: int | None = None,
            step_size: float | None = None, seed: int = 0, pool: torch.Tensor | None = None,
            start: torch.Tensor | None = None, tol: float = 0.1, patience: int = 10,
@@ -376,8 +389,8 @@ def invert(model, x: torch.Tensor, layer: str | None = None, *,
         model: any ``nn.Module`` (an :class:`~stir_lib.models.ImageModel`, a torchvision
             model, ...); run in eval mode on its own device, its mode restored.
         x: target inputs in ``box`` (for an ImageModel: (N, C, H, W) in [0, 1]).
-        layer: a layer name (see :mod:`stir_lib.features`); None for the default (an
-            ImageModel's penultimate stage, any other model's output).
+        layer: a layer name or a :class:`~stir_lib.features.Layer`; None for the default
+            (an ImageModel's penultimate stage, any other model's final Linear's input).
         seed_kind: the start x'_0, one of :data:`SEED_KINDS` (see :func:`seeds`).
         method: "reference" (default: the paper's normalised-gradient descent) or
             "fast" (opt-in: projected Adam, learning rate cut on plateaus, early
@@ -399,7 +412,8 @@ def invert(model, x: torch.Tensor, layer: str | None = None, *,
             over the spatial axes), as :func:`representation`.
         box: (low, high) of valid inputs; iterates are clamped to it.
         use_cache: load/store the result in the cache (:mod:`stir_lib.cache`), keyed by
-            :func:`inversion_key` (not with an explicit ``start``).
+            :func:`inversion_key` (not with an explicit ``start``, nor a Layer that
+            selects with a function).
         batch_size: samples optimised together (memory only: samples are independent).
         progress: progress bar; None shows it only on a terminal.
 
@@ -427,7 +441,7 @@ def invert(model, x: torch.Tensor, layer: str | None = None, *,
             step_size=step_size, seed=seed, pool=pool, tol=tol, patience=patience,
             spatial=spatial, box=box, batch_size=batch_size, progress=progress)),
             device=device_of(model))
-        return _from_payload(entry, x.device)
+        return _from_payload(entry, x.device, layer)
     kind_used = seed_kind if start is None else "start"
     if start is None:
         start = seeds(seed_kind, x, seed, pool, box)
@@ -444,8 +458,12 @@ def invert(model, x: torch.Tensor, layer: str | None = None, *,
     n_batches = math.ceil(n / batch_size)
     pbar = bar(total=n_batches * steps, desc=f"inversion ({method})", progress=progress)
 
+    # the target pass reads ``layer`` as asked (a module without a chosen call runs the whole
+    # pass, which checks that it runs once); the steps then read that one call and stop there
+    fast = features.first_call(model, layer)
+
     def read(z):
-        return _rep(model, z, layer, spatial)
+        return _rep(model, z, fast, spatial)
 
     with eval_mode(model), torch.enable_grad(), threads.use("parallel"):
         for i in range(0, n, batch_size):
@@ -453,7 +471,7 @@ def invert(model, x: torch.Tensor, layer: str | None = None, *,
             xb = x[i:i + batch_size].to(dev)
             z0 = start[i:i + batch_size].to(dev)
             with torch.no_grad():
-                target = read(xb)                                       # (B, D)
+                target = _rep(model, xb, layer, spatial)                # (B, D)
                 tnorm = target.norm(dim=1).clamp_min(_EPS)              # (B,)
             if method == "reference":
                 track, ev, hist = _reference(read, z0, target, tnorm, steps, step_size,
@@ -478,11 +496,13 @@ def invert(model, x: torch.Tensor, layer: str | None = None, *,
 def _as_payload(r: InversionResult) -> dict:
     return {"x_prime": r.x_prime.cpu(), "distance": r.distance, "initial_distance":
             r.initial_distance, "history": r.history, "evaluations": r.evaluations,
-            "method": r.method, "layer": r.layer, "seed_kind": r.seed_kind, "seed": r.seed}
+            "method": r.method, "layer": features.layer_key(r.layer), "seed_kind": r.seed_kind,
+            "seed": r.seed}
 
 
-def _from_payload(p: dict, device) -> InversionResult:
+def _from_payload(p: dict, device, layer: features.LayerSpec) -> InversionResult:
+    # the layer is the caller's (equal to the stored one by the key), not its stored key form
     return InversionResult(x_prime=p["x_prime"].to(device), distance=p["distance"],
                            initial_distance=p["initial_distance"], history=p["history"],
-                           evaluations=p["evaluations"], method=p["method"], layer=p["layer"],
+                           evaluations=p["evaluations"], method=p["method"], layer=layer,
                            seed_kind=p["seed_kind"], seed=int(p["seed"]))

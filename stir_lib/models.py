@@ -21,10 +21,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import torch
-import torchvision.models as tv_models
 from torch import nn
 
-from .validation import check_choice, check_image_batch
+from .validation import check_choice, check_image_batch, require
 
 __all__ = ["ImageModel", "Normalize", "create_model", "list_models", "register_model",
            "model_info", "imagenet_resnet", "load_torchvision_resnet", "IMAGENET_RESNETS",
@@ -373,6 +372,12 @@ register_model("vgg19_cifar", "VGG-19 (BatchNorm) for 32x32 inputs")(lambda **kw
 
 
 # --------------------------------------------------------------------------- torchvision models
+def _tv_models(what: str):
+    """``torchvision.models``, imported by the builders that wrap torchvision's architectures
+    only: the rest of the library runs without torchvision (the ``vision`` extra)."""
+    return require("torchvision.models", extra="vision", what=what)
+
+
 def _load_tv(tv: nn.Module, state: dict, what: str, source: str) -> None:
     """Load ``state`` into torchvision's module ``tv`` after checking every key and shape.
 
@@ -417,8 +422,8 @@ def wrap_torchvision_alexnet(tv: nn.Module, input_shape: Sequence[int] = IMAGENE
 @register_model("alexnet", "torchvision's AlexNet (Krizhevsky et al. 2012, one-GPU variant)")
 def alexnet(num_classes: int = 1000, input_shape: Sequence[int] = IMAGENET_SHAPE) -> ImageModel:
     """torchvision's AlexNet, randomly initialised, as an :class:`ImageModel`."""
-    return wrap_torchvision_alexnet(tv_models.alexnet(weights=None, num_classes=num_classes),
-                                    input_shape)
+    tv = _tv_models("alexnet").alexnet(weights=None, num_classes=num_classes)
+    return wrap_torchvision_alexnet(tv, input_shape)
 
 
 def load_torchvision_alexnet(path, map_location="cpu") -> ImageModel:
@@ -431,8 +436,8 @@ def load_torchvision_alexnet(path, map_location="cpu") -> ImageModel:
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
     head = state.get("classifier.6.weight")
-    tv = tv_models.alexnet(weights=None,
-                           num_classes=head.shape[0] if isinstance(head, torch.Tensor) else 1000)
+    tv = _tv_models("load_torchvision_alexnet").alexnet(
+        weights=None, num_classes=head.shape[0] if isinstance(head, torch.Tensor) else 1000)
     _load_tv(tv, state, "torchvision AlexNet weights", str(path))
     return wrap_torchvision_alexnet(tv).eval()
 
@@ -440,15 +445,24 @@ def load_torchvision_alexnet(path, map_location="cpu") -> ImageModel:
 def _wrn50_4(num_classes: int = 1000) -> nn.Module:
     """WRN-50-4 (Zagoruyko & Komodakis 2016, as in Salman et al.): torchvision's ResNet class
     with Bottleneck blocks [3, 4, 6, 3] and a group width of 4 x 64."""
-    return tv_models.resnet.ResNet(tv_models.resnet.Bottleneck, [3, 4, 6, 3],
-                                   width_per_group=64 * 4, num_classes=num_classes)
+    resnet = _tv_models("wide_resnet50_4").resnet
+    return resnet.ResNet(resnet.Bottleneck, [3, 4, 6, 3], width_per_group=64 * 4,
+                         num_classes=num_classes)
+
+
+def _tv_builder(name: str) -> Callable[..., nn.Module]:
+    """torchvision.models.<name>, looked up when called (torchvision loads on first use)."""
+    def build(**kwargs) -> nn.Module:
+        return getattr(_tv_models(name), name)(**kwargs)
+    build.__name__ = build.__qualname__ = name
+    return build
 
 
 # arch -> torchvision builder; the ImageNet sources of Salman et al. 2020
 IMAGENET_RESNETS = {
-    "resnet18": tv_models.resnet18,
-    "resnet50": tv_models.resnet50,
-    "wide_resnet50_2": tv_models.wide_resnet50_2,
+    "resnet18": _tv_builder("resnet18"),
+    "resnet50": _tv_builder("resnet50"),
+    "wide_resnet50_2": _tv_builder("wide_resnet50_2"),
     "wide_resnet50_4": _wrn50_4,
 }
 

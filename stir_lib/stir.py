@@ -13,11 +13,12 @@ when every change m1 ignores, m2 ignores too. It is not symmetric.
 
 Any ``torch.nn.Module`` works: a library :class:`~stir_lib.models.ImageModel` (layers are
 its stages, the penultimate by default, as in the paper) or a torchvision, timm or
-hand-made model (layers are ``named_modules()`` paths, its output by default; see
-:mod:`stir_lib.features`). Inputs are in the box the caller states (default [0, 1]);
-normalisation stays inside the model. The default inversion is the paper's procedure
-(``method="reference"``). X is one tensor, or any iterable of batches (a DataLoader), for
-more images than fit in memory (see :func:`stir`).
+hand-made model (layers are ``named_modules()`` paths or :class:`~stir_lib.features.Layer`
+objects, the input of its final ``nn.Linear`` by default; see :mod:`stir_lib.features`).
+Inputs are in the box the caller states (default [0, 1]); normalisation stays inside the
+model. The default inversion is the paper's procedure (``method="reference"``). X is one
+tensor, or any iterable of batches (a DataLoader), for more images than fit in memory
+(see :func:`stir`).
 
 No surprises: :func:`stir` writes nothing to disk unless asked (``use_cache=True`` keeps
 the inversions in :mod:`stir_lib.cache`, keyed by the model's identity and code, X, the
@@ -41,7 +42,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
@@ -124,12 +124,12 @@ class _Run:
 
 
 @threads.parallel
-def _run(m1: nn.Module, m2: nn.Module, X, *, layer1: str, layer2: str,
+def _run(m1: nn.Module, m2: nn.Module, X, *, layer1: features.LayerSpec, layer2: features.LayerSpec,
          seeds: tuple[int, ...], seed_kind: str, method: str, steps: int | None,
          step_size: float | None, pool: torch.Tensor | None, cka: Callable, spatial: str,
          box, use_cache: bool, batch_size: int, progress: bool | None,
          return_iris: bool = False, keep_rows: bool = False,
-         extra: Mapping[str, tuple[nn.Module, str, int]] | None = None) -> _Run:
+         extra: Mapping[str, tuple[nn.Module, features.LayerSpec, int]] | None = None) -> _Run:
     """One pass over X: for each batch and seed, the IRIs of m1 and of m2, scored by every
     scorer ``name -> (model, layer, 1 or 2: whose IRIs it scores)``; "m2_given_m1" and
     "m1_given_m2" always, ``extra`` besides; "cka" (the reference pair m1(X), m2(X)) too.
@@ -321,7 +321,7 @@ def _result(run: _Run, *, seeds, layer1, layer2, method, seed_kind, bootstrap: i
 
 # --------------------------------------------------------------------------- STIR
 def stir(m1: nn.Module, m2: nn.Module, X: torch.Tensor | Iterable[Any], *,
-         layer1: str | None = None, layer2: str | None = None,
+         layer1: features.LayerSpec | None = None, layer2: features.LayerSpec | None = None,
          seeds: int | Iterable[int] = (0,), seed_kind: str = "noise", method: str = "reference",
          steps: int | None = None, step_size: float | None = None,
          pool: torch.Tensor | None = None,
@@ -350,8 +350,10 @@ def stir(m1: nn.Module, m2: nn.Module, X: torch.Tensor | Iterable[Any], *,
             a batch and (d1 + d2)^2 sums, not N images. With batches: ``cka`` must be
             linear CKA, ``use_cache`` False and ``seed_kind`` not "shuffle"; X is read once.
         layer1, layer2: layers of m1 and m2 (an ImageModel's stage names, or any
-            model's ``named_modules()`` paths, or "output"); None for the default
-            (an ImageModel's penultimate stage, any other model's output).
+            model's ``named_modules()`` paths, or "output", or a
+            :class:`~stir_lib.features.Layer` for a chosen call, a selected tensor or a
+            module's input); None for the default (the penultimate layer: an ImageModel's
+            penultimate stage, any other model's final Linear's input).
         seeds: inversion seeds (ints); each gives different IRI starts. Scores
             are averaged over them.
         seed_kind: the IRI start, see :func:`~stir_lib.inversion.seeds`
@@ -420,7 +422,8 @@ def _stir(m1: nn.Module, m2: nn.Module, X, *, layer1, layer2, seeds, bootstrap: 
 
 
 def stir_matrix(models: Mapping[str, nn.Module], X: torch.Tensor, *,
-                layers: Mapping[str, str] | None = None, seeds: int | Iterable[int] = (0,),
+                layers: Mapping[str, features.LayerSpec] | None = None,
+                seeds: int | Iterable[int] = (0,),
                 seed_kind: str = "noise", method: str = "reference", steps: int | None = None,
                 step_size: float | None = None, pool: torch.Tensor | None = None,
                 cka: Callable[[torch.Tensor, torch.Tensor], float] = linear_cka,
@@ -441,7 +444,8 @@ def stir_matrix(models: Mapping[str, nn.Module], X: torch.Tensor, *,
     Args:
         models: name -> ``nn.Module``, in the order of the rows and columns.
         X: inputs in ``box`` that every model accepts.
-        layers: name -> layer for some or all models; the others use their default.
+        layers: name -> layer (a str or a :class:`~stir_lib.features.Layer`) for some or
+            all models; the others use their default.
         seeds, seed_kind, method, steps, step_size, pool, cka, spatial, box, use_cache,
         batch_size, progress: as in :func:`stir`.
         return_std: also return the std over seeds (ddof=1) of every STIR entry.
@@ -453,6 +457,7 @@ def stir_matrix(models: Mapping[str, nn.Module], X: torch.Tensor, *,
         (column name "scored by"); STIR entries are means over the seeds. With
         ``return_std`` the std frame follows, with ``return_iris`` the IRIs.
     """
+    import pandas as pd  # here only: the rest of the library runs without pandas
     if not isinstance(models, Mapping) or not models:
         raise TypeError(f"models: expected a non-empty dict name -> nn.Module, got "
                         f"{type(models).__name__}")

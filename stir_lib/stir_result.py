@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import features    # also lets weights_only loading read a saved Layer
+
 __all__ = ["Score", "Interval", "STIRResult", "SCORES"]
 
 _FORMAT = "stir_lib.STIRResult/1"          # the marker STIRResult.save writes
@@ -76,7 +78,8 @@ class STIRResult:
         of every IRI behind ``m2_given_m1``, one row per seed (convergence).
     distance_m2: (S, N) the same on m2, behind ``m1_given_m2``.
     evaluations_m1, evaluations_m2: (S, N) model evaluations per sample.
-    seeds, layer1, layer2, method, seed_kind, n: how it was computed (n = |X|).
+    seeds, layer1, layer2, method, seed_kind, n: how it was computed (n = |X|; the layers
+        resolved: a str or a :class:`~stir_lib.features.Layer`).
     iris_m1, iris_m2: with ``stir(..., return_iris=True)``, the IRIs of m1 and of m2, a
         (S, N, ...) tensor each (one slice per seed, on the CPU); else None.
     image_interval: with ``stir(..., bootstrap=B)``, an :class:`Interval` over images for
@@ -94,8 +97,8 @@ class STIRResult:
     evaluations_m1: torch.Tensor
     evaluations_m2: torch.Tensor
     seeds: tuple[int, ...]
-    layer1: str
-    layer2: str
+    layer1: features.LayerSpec
+    layer2: features.LayerSpec
     method: str
     seed_kind: str
     n: int

@@ -6,13 +6,14 @@ fix it: ``expected X, got Y; do Z``.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Sequence
 
 import torch
 
 __all__ = ["check_choice", "check_finite", "check_image_batch", "check_labels",
            "check_matrix_pair", "check_positive", "check_tensor", "check_unit_interval",
-           "check_int"]
+           "check_int", "require"]
 
 
 def check_tensor(x, name: str) -> torch.Tensor:
@@ -114,3 +115,14 @@ def check_choice(value, name: str, choices: Iterable) -> object:
     if value not in choices:
         raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
     return value
+
+
+def require(module: str, *, extra: str, what: str):
+    """Import an optional package where it is used (``import stir_lib`` needs only torch,
+    numpy and scipy); if it is missing, an ImportError that names the extra installing it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        package = module.split(".")[0]
+        raise ImportError(f"{what}: expected the optional package {package!r}, got {err}; "
+                          f"install it with: pip install 'stir_lib[{extra}]'") from err

@@ -96,8 +96,8 @@ def fast_by_hand(model, x, z0, steps, lr, tol, patience, box=(0.0, 1.0)):
 def test_fast_is_projected_adam_with_plateau_cuts(steps, lr, tol, patience):
     model, x = linear_model(), images()
     z0 = inv.seeds("uniform", x, seed=3)
-    r = inv.invert(model, x, method="fast", start=z0, steps=steps, step_size=lr, tol=tol,
-                   patience=patience)
+    r = inv.invert(model, x, "output", method="fast", start=z0, steps=steps, step_size=lr,
+                   tol=tol, patience=patience)
     ref = fast_by_hand(model, x, z0, steps, lr, tol, patience)
     for i, (best, best_d, initial, evals, _) in enumerate(ref):
         torch.testing.assert_close(r.x_prime[i], best, rtol=0, atol=1e-6)
@@ -163,7 +163,7 @@ def test_representation_does_not_depend_on_the_batch_size():
 def test_other_boxes_are_passed_through():
     model = linear_model()
     x, xp = images() * 2 - 1, images(seed=5) * 2 - 1       # inputs in [-1, 1]
-    d = inv.relative_distance(model, xp, x, box=(-1.0, 1.0))
+    d = inv.relative_distance(model, xp, x, "output", box=(-1.0, 1.0))
     want = (model(xp) - model(x)).norm(dim=1) / model(x).norm(dim=1)
     torch.testing.assert_close(d, want.detach(), rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match=r"^x_prime: expected values in the box \[0, 1\]"):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from stir_lib.data import digits
+from stir_lib.features import Layer
 from stir_lib.inversion import (InversionResult, invert, relative_distance, representation,
                                 seeds)
 from stir_lib.models import ImageModel, create_model
@@ -408,9 +409,10 @@ def as_sequential(model: ImageModel) -> nn.Sequential:
 
 
 def test_stir_on_plain_modules_by_module_path(pair, data):
-    """A plain nn.Sequential (no ImageModel): layers by named_modules() path, the output by
-    default; STIR of a model with itself is near 1, with an unrelated one lower; the
-    values equal those of the same weights as ImageModels."""
+    """A plain nn.Sequential (no ImageModel): layers by named_modules() path, by default the
+    input of its final Linear (the head); STIR of a model with itself is near 1, with an
+    unrelated one lower; the values equal those of the same weights as ImageModels, whose
+    default (the penultimate stage) is the same tensor."""
     _, _, X = data
     a, b = as_sequential(pair[0]), as_sequential(pair[1])
     self_pair = stir(a, a, X, layer1="1", layer2="1")
@@ -418,8 +420,9 @@ def test_stir_on_plain_modules_by_module_path(pair, data):
     same = stir(pair[0], pair[1], X, use_cache=False)
     plain = stir(a, b, X, layer1="1", layer2="1.1", use_cache=False)   # h1's ReLU by path
     assert plain.m2_given_m1.mean == pytest.approx(same.m2_given_m1.mean, abs=1e-6)
-    out = stir(a, b, X)
-    assert out.layer1 == out.layer2 == "output"
+    out = stir(a, b, X, use_cache=False)
+    assert out.layer1 == out.layer2 == Layer("2", read="input")
+    assert out.m2_given_m1.mean == pytest.approx(same.m2_given_m1.mean, abs=1e-6)
     r = representation(a, X, "1.0")                       # h1 before its ReLU
     with torch.no_grad():
         torch.testing.assert_close(r, a[1][0](X.flatten(1)))

@@ -37,6 +37,8 @@ def test_mutant_function_names():
     ('-    return p["x"].to(device)\n+    return p["x"].to(None)', True),
     ('-        X1 = X.to(device_of(m1))\n+        X1 = X.to(None)', True),
     ('-        model.to(dev)\n+        model.to(None)', True),
+    ('-            device=device_of(model))\n+            device=None)', True),
+    ('-            device=device_of(model))\n+            )', True),
     ('-    model.to(dev).eval()\n+    model.to(None).eval()', True),
     ('-    d = torch.empty(n, dtype=torch.long, device="cpu")\n'
      '+    d = torch.empty(n, dtype=None, device="cpu")', False),
@@ -113,3 +115,15 @@ def test_the_shipped_rules_are_well_formed():
     for name, (files, tests) in rm.MODULES.items():
         assert all((HERE.parent / f).is_file() for f in files), name
         assert all((HERE.parent / t).is_file() for t in tests), name
+
+
+def test_a_rerun_keeps_the_earlier_status_of_mutants_it_did_not_run():
+    old = rm.ModuleResult("m", [], [], 10.0, {"a": "killed", "b": "survived", "c": "not checked",
+                                              "d": "timeout"}, "2026-01-01",
+                          {"b": "-x\n+y", "c": "-p\n+q"})
+    new = rm.ModuleResult("m", [], [], 12.0, {"a": "not checked", "b": "killed",
+                                              "c": "survived", "d": "not checked"},
+                          "2026-01-02", {"a": "-1\n+2", "c": "-p\n+q", "d": "-3\n+4"})
+    merged = rm.merge_rerun(old, new, ["b", "c"])
+    assert merged.status == {"a": "killed", "b": "killed", "c": "survived", "d": "timeout"}
+    assert merged.diffs == {"c": "-p\n+q"} and merged.seconds == 12.0

@@ -236,7 +236,7 @@ def test_golden_stir_value_by_the_authors_procedure():
 
     m1, m2 = mlp(0), mlp(1)
     X = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(2))
-    r = stir(m1, m2, X, seeds=0, use_cache=False)
+    r = stir(m1, m2, X, layer1="output", layer2="output", seeds=0, use_cache=False)
     assert r.m2_given_m1.mean == pytest.approx(authors_procedure(m1, m2, X), abs=2e-6)
     assert r.m1_given_m2.mean == pytest.approx(authors_procedure(m2, m1, X), abs=2e-6)
     assert (r.m2_given_m1.mean, r.m1_given_m2.mean, r.cka.mean) == pytest.approx(GOLDEN, abs=2e-6)

@@ -49,6 +49,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
                     "tests/test_independent_answers.py"]),
     "inversion": (["stir_lib/inversion.py"],
                   ["tests/test_inversion_stir.py", "tests/test_inversion_paths.py",
+                   "tests/test_inversion_seeds.py",
                    "tests/test_independent_answers.py"]),
     "stir": (["stir_lib/stir.py"],
              ["tests/test_inversion_stir.py", "tests/test_stir_paths.py",
@@ -158,6 +159,12 @@ def prepare(name: str, files: list[str], tests: list[str]) -> Path:
             shutil.copytree(src, work / extra, ignore=_IGNORE)
         elif src.exists():
             shutil.copy2(src, work / extra)
+    _write_config(work, files, tests)
+    return work
+
+
+def _write_config(work: Path, files: list[str], tests: list[str]) -> None:
+    """The checkout's pyproject plus the [tool.mutmut] table: what to mutate, which tests."""
     text = (ROOT / "pyproject.toml").read_text()
     text += "\n[tool.mutmut]\n"
     text += 'source_paths = ["stir_lib"]\n'
@@ -167,7 +174,6 @@ def prepare(name: str, files: list[str], tests: list[str]) -> Path:
     patterns = ", ".join("'" + p + "'" for p in DO_NOT_MUTATE)
     text += f"do_not_mutate_patterns = [{patterns}]\n"
     (work / "pyproject.toml").write_text(text)
-    return work
 
 
 def run_module(name: str, max_children: int) -> ModuleResult:
@@ -180,19 +186,36 @@ def run_module(name: str, max_children: int) -> ModuleResult:
 
 def rerun_open(name: str, max_children: int) -> ModuleResult:
     """Run again only the mutants of the last run of ``name`` that were not killed, with the
-    tests as they are now (copied into its scratch copy); the others keep their status.
+    tests as they are now (copied into its scratch copy, and the module's current list of
+    test files); the others keep their status.
     For the tests added after a full run: much faster than a full run, the same verdicts
-    for the mutants it reruns."""
+    for the mutants it reruns (tests are only ever added between the two, so a mutant
+    killed before stays killed)."""
     old = load_result(name)
     if old is None:
         sys.exit(f"run_mutation: expected an earlier run of {name} to rerun, found none; "
                  f"run it first: run_mutation.py {name}")
     work = ROOT / "_build" / "mutation" / name
+    files, tests = MODULES[name]
+    tests = [t for t in tests if (ROOT / t).exists()]
     shutil.copytree(ROOT / "tests", work / "tests", ignore=_IGNORE, dirs_exist_ok=True)
+    _write_config(work, files, tests)          # the module's test list as it is now
     open_ = sorted(m for m, st in old.status.items() if st not in ("killed", "timeout"))
     seconds = _mutmut(name, work, ["--max-children", str(max_children), *open_],
                       "mutmut-rerun.log")
-    return collect(name, old.tests, old.seconds + seconds)
+    return merge_rerun(old, collect(name, tests, old.seconds + seconds), open_)
+
+
+def merge_rerun(old: ModuleResult, new: ModuleResult, rerun: list[str]) -> ModuleResult:
+    """The statuses of a rerun for the mutants it ran, the earlier run's for the rest.
+    (mutmut forgets its earlier results when its configuration changes, for example the
+    list of test files, so the others cannot be read back from mutmut.)"""
+    again = set(rerun)
+    for mutant, status in old.status.items():
+        if mutant not in again:
+            new.status[mutant] = status
+            new.diffs.pop(mutant, None)
+    return new
 
 
 def _mutmut(name: str, work: Path, args: list[str], log: str) -> float:
@@ -248,7 +271,7 @@ print(json.dumps(out))
 """
 
 
-_DEVICE_ARG = re.compile(r",?\s*device=[^,)]*")
+_DEVICE_ARG = re.compile(r",?\s*device=(?:[^,()]|\([^()]*\))*")   # one level of (...)
 _TO_DEVICE = re.compile(r"\.to\((dev|device|None|[a-z_]+\.device|device_of\([a-z_0-9\[\]]*\))\)")
 
 
