@@ -23,8 +23,8 @@ by allocator placement: glibc's dynamic mmap threshold puts a batch's large temp
 the heap, where a later batch sometimes cannot reuse the freed space and touches new pages
 (the library returns free pages after each batch, which stops steady growth but not these
 occasional new highs). With 1x8x8 images the creep is under 1 MB; with 3x32x32 images in
-batches of 250 it was +14 and +26 MB from N = 1,000 to 5,000 in two runs (a batch's
-temporaries are about 100 MB; the one-tensor call grows by +129 MB), and +3 MB with
+batches of 250 it was +14, +26 and +35 MB from N = 1,000 to 5,000 in three runs (a batch's
+temporaries are about 100 MB; the one-tensor call grows by +94 to +129 MB), and +3 MB with
 ``--fixed-mmap``, which runs the children with the threshold fixed.
 """
 
