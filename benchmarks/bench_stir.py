@@ -72,7 +72,8 @@ def main():
         res = {}
         for method in ("reference", "fast"):
             t0 = time.perf_counter()
-            res[method] = stir(m1, m2, X, seeds=(args.seed,), method=method, progress=False)
+            res[method] = stir(m1, m2, X, seeds=(args.seed,), method=method, progress=False,
+                               use_cache=True)
             res[method] = (res[method], time.perf_counter() - t0)
         rows.append((kind, res, t_train))
         (ref, t_ref), (fast, t_fast) = res["reference"], res["fast"]

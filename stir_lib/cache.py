@@ -278,16 +278,55 @@ def tag_model(model: torch.nn.Module, key: str) -> None:
     model._stir_cache_tag = (key, _weights_fingerprint(model))
 
 
+_SOURCES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # forward -> its hash
+
+
+def _forward_hash(forward) -> str:
+    """Hash of a ``forward`` function's source, or of its qualified name without a source."""
+    fn = getattr(forward, "__func__", forward)
+    try:
+        hit = _SOURCES.get(fn)
+    except TypeError:                        # not weak-referenceable: no memo
+        hit = None
+    if hit is not None:
+        return hit
+    try:
+        text = inspect.getsource(fn)
+    except (OSError, TypeError):             # built in, or defined where no file is kept
+        text = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    try:
+        _SOURCES[fn] = digest
+    except TypeError:
+        pass
+    return digest
+
+
+def _code_fingerprint(model: torch.nn.Module) -> str:
+    """Hash of the code every module of ``model`` runs: for each distinct module class, its
+    qualified name and the source of its ``forward`` (a ``forward`` set on an instance
+    counts too). Functions that ``forward`` calls are not followed."""
+    parts = set()
+    for m in model.modules():
+        cls = type(m)
+        forward = m.__dict__.get("forward", cls.forward)
+        parts.add(f"{cls.__module__}.{cls.__qualname__}:{_forward_hash(forward)}")
+    return config_key("code", sorted(parts))[:8]
+
+
 def model_identity(model: torch.nn.Module) -> str:
     """A string that determines the model's function, for keys of results computed from it.
 
     ``"model:<key>"`` for a model loaded by :func:`stir_lib.training.trained_model` whose
     weights are still those it was loaded with (checked by their fingerprint), so that
-    a job planned before the model existed has the same key; else
-    ``"weights:<fingerprint of weights, architecture and key names>"``.
+    a job planned before the model existed has the same key (that key covers the
+    models' source); else ``"weights:<fingerprint of weights, architecture and key
+    names>-<code>"``, where the code part hashes the source of ``forward`` of every
+    distinct module class in the model (:func:`_code_fingerprint`), so that an edited
+    ``forward`` with the same weights gives a new key.
     """
     tag = getattr(model, "_stir_cache_tag", None)
     weights = _weights_fingerprint(model)
     if tag is not None and tag[1] == weights:
         return f"model:{tag[0]}"
-    return f"weights:{weights}"
+    return f"weights:{weights}-{_code_fingerprint(model)}"

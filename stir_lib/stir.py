@@ -16,9 +16,16 @@ its stages, the penultimate by default, as in the paper) or a torchvision, timm 
 hand-made model (layers are ``named_modules()`` paths or :class:`~stir_lib.features.Layer`
 objects, the input of its final ``nn.Linear`` by default; see :mod:`stir_lib.features`).
 Inputs are in the box the caller states (default [0, 1]); normalisation stays inside the
-model. The default inversion is the paper's procedure
-(``method="reference"``); inversions are cached (keyed by the model's identity, X,
-layer and every option), so re-running a notebook redoes none of them.
+model. The default inversion is the paper's procedure (``method="reference"``). X is one
+tensor, or any iterable of batches (a DataLoader), for more images than fit in memory
+(see :func:`stir`).
+
+No surprises: :func:`stir` writes nothing to disk unless asked (``use_cache=True`` keeps
+the inversions in :mod:`stir_lib.cache`, keyed by the model's identity and code, X, the
+layer and every option, so re-running a notebook redoes none of them); it puts the models
+in eval mode and restores them, and leaves torch's thread count as it found it (or alone
+altogether: :func:`stir_lib.threads.manage`). Baselines beside a score (a re-initialised
+partner, a within-class permutation) are in :mod:`stir_lib.stir_baselines`.
 
 Where this differs from the public STIR code (PAPER_TARGETS.md section 3):
 CKA is taken over all of X at once, not the last batch; 4-D activations are
@@ -29,122 +36,24 @@ models' own); models are put in eval mode and restored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from . import features
-from .attacks import eval_mode
+from . import features, stir_batches, threads
+from .batch_cka import LinearCKASums
 from .inversion import _check_model, invert, representation, resolve_layer
 from .models import device_of
 from .similarity import linear_cka
+from .stir_result import SCORES, Interval, Score, STIRResult
+from .validation import check_int
 
-__all__ = ["Score", "STIRResult", "stir", "stir_matrix"]
-
-
-@dataclass(frozen=True)
-class Score:
-    """A score over inversion seeds: the per-seed ``values``, their mean and std.
-
-    ``std`` is the sample standard deviation over the seeds (ddof=1), NaN for a single
-    seed. It measures the spread of the *inversion* for fixed models only; the spread
-    that matters for comparing kinds of models is that between independently trained
-    models (see :mod:`stir_lib.verdicts`). ``float(score)`` is the mean; it prints as
-    ``mean ± std``.
-    """
-    values: tuple[float, ...]
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.values))
-
-    @property
-    def std(self) -> float:
-        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else float("nan")
-
-    def __float__(self) -> float:
-        return self.mean
-
-    def __str__(self) -> str:
-        if len(self.values) < 2:
-            return f"{self.mean:.3f} (1 seed)"
-        return f"{self.mean:.3f} ± {self.std:.3f}"
-
-
-@dataclass(frozen=True)
-class STIRResult:
-    """Output of :func:`stir`.
-
-    m2_given_m1: STIR(m2 | m1): IRIs found on m1 (the reference), scored by m2.
-    m1_given_m2: STIR(m1 | m2): IRIs found on m2, scored by m1.
-    cka: CKA(m1(X), m2(X)), m1 at ``layer1`` against m2 at ``layer2``. It does
-        not depend on the seed: one value.
-    distance_m1: (S, N) final relative distance ||m1(x') - m1(x)|| / ||m1(x)||
-        of every IRI behind ``m2_given_m1``, one row per seed (convergence).
-    distance_m2: (S, N) the same on m2, behind ``m1_given_m2``.
-    evaluations_m1, evaluations_m2: (S, N) model evaluations per sample.
-    seeds, layer1, layer2, method, seed_kind, n: how it was computed (n = |X|; the layers
-        resolved: a str or a :class:`~stir_lib.features.Layer`).
-    iris_m1, iris_m2: with ``stir(..., return_iris=True)``, the IRIs of m1 and of m2, a
-        (S, N, ...) tensor each (one slice per seed, on the CPU); else None.
-
-    :meth:`save` writes it to a file and :meth:`load` reads it back, equal field by field.
-    """
-    m2_given_m1: Score
-    m1_given_m2: Score
-    cka: Score
-    distance_m1: torch.Tensor
-    distance_m2: torch.Tensor
-    evaluations_m1: torch.Tensor
-    evaluations_m2: torch.Tensor
-    seeds: tuple[int, ...]
-    layer1: features.LayerSpec
-    layer2: features.LayerSpec
-    method: str
-    seed_kind: str
-    n: int
-    iris_m1: torch.Tensor | None = None
-    iris_m2: torch.Tensor | None = None
-
-    def save(self, path) -> None:
-        """Write every field to ``path`` (``torch.save`` of plain tensors, numbers and
-        strings; written under a temporary name, then renamed)."""
-        import os
-        from dataclasses import fields
-
-        state = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name in ("m2_given_m1", "m1_given_m2", "cka"):
-            state[name] = list(state[name].values)
-        tmp = f"{path}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path) -> "STIRResult":
-        """A result written by :meth:`save` (read with ``weights_only=True``: no code runs)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for name in ("m2_given_m1", "m1_given_m2", "cka"):
-            state[name] = Score(tuple(float(v) for v in state[name]))
-        state["seeds"] = tuple(state["seeds"])
-        return cls(**state)
-
-    def summary(self) -> dict:
-        """Flat dict of means and stds (and the worst mean distance), for tables."""
-        out = {}
-        for name in ("m2_given_m1", "m1_given_m2", "cka"):
-            s = getattr(self, name)
-            out[name], out[name + "_std"] = s.mean, s.std
-        out["distance_m1"] = float(self.distance_m1.mean())
-        out["distance_m2"] = float(self.distance_m2.mean())
-        return out
-
-    def __str__(self) -> str:
-        return (f"STIR(m2|m1) = {self.m2_given_m1}, STIR(m1|m2) = {self.m1_given_m2}, "
-                f"CKA = {self.cka.mean:.3f}  ({len(self.seeds)} seed(s), n = {self.n}, "
-                f"{self.method})")
+__all__ = ["Score", "Interval", "STIRResult", "stir", "stir_matrix"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -168,15 +77,259 @@ def _score(cka: Callable, reference: torch.Tensor, other: torch.Tensor) -> float
     return float(cka(reference, other.to(reference.device)))
 
 
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside; afterwards every submodule's own mode back (a model in training
+    with a frozen, eval-mode part gets both back, not one flag for all)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _check_batches(X, cka, seed_kind: str, use_cache: bool) -> None:
+    """X given as batches: what that allows (see :mod:`stir_lib.stir_batches`)."""
+    if isinstance(X, (str, bytes, Mapping, np.ndarray)) or not isinstance(X, Iterable):
+        raise TypeError(f"X: expected a torch.Tensor (N, ...) or an iterable of batches (a "
+                        f"DataLoader yielding x or (x, y, ...)), got {type(X).__name__}"
+                        + ("; pass torch.from_numpy(X)" if isinstance(X, np.ndarray) else ""))
+    if cka is not linear_cka:
+        raise ValueError(f"cka: with X given as batches, STIR accumulates linear CKA exactly "
+                         f"over the batches, so cka must be linear_cka, got "
+                         f"{getattr(cka, '__name__', cka)!r}; pass X as one tensor for another cka")
+    if use_cache:
+        raise ValueError("use_cache: expected False with X given as batches (inversions of a "
+                         "batch are not cached), got True; pass X as one tensor to cache them")
+    if seed_kind not in stir_batches.BATCH_SEED_KINDS:
+        raise ValueError(f"seed_kind: expected one of {list(stir_batches.BATCH_SEED_KINDS)} "
+                         f"with X given as batches, got {seed_kind!r} (it draws from all of X "
+                         f"at once); pass X as one tensor or choose another start")
+    stir_batches.check_draws(seed_kind)
+
+
+@dataclass
+class _Run:
+    """What one pass over X computed (see :func:`_run`). Lists run over the seeds."""
+    n: int
+    values: dict[str, list[float]]            # scorer -> its score per seed
+    cka: float
+    distance: tuple[torch.Tensor, torch.Tensor]     # (S, N) each, of m1's and m2's IRIs
+    evaluations: tuple[torch.Tensor, torch.Tensor]
+    iris: tuple[torch.Tensor, torch.Tensor] | None  # (S, N, ...) each, on the CPU
+    rows: dict[str, tuple[torch.Tensor, list[torch.Tensor]]] | None   # scorer -> (X, IRIs)
+    labels: torch.Tensor | None
+
+
+@threads.parallel
+def _run(m1: nn.Module, m2: nn.Module, X, *, layer1: features.LayerSpec, layer2: features.LayerSpec,
+         seeds: tuple[int, ...], seed_kind: str, method: str, steps: int | None,
+         step_size: float | None, pool: torch.Tensor | None, cka: Callable, spatial: str,
+         box, use_cache: bool, batch_size: int, progress: bool | None,
+         return_iris: bool = False, keep_rows: bool = False,
+         extra: Mapping[str, tuple[nn.Module, features.LayerSpec, int]] | None = None) -> _Run:
+    """One pass over X: for each batch and seed, the IRIs of m1 and of m2, scored by every
+    scorer ``name -> (model, layer, 1 or 2: whose IRIs it scores)``; "m2_given_m1" and
+    "m1_given_m2" always, ``extra`` besides; "cka" (the reference pair m1(X), m2(X)) too.
+
+    X as one tensor: one batch, inverted by ``invert(seed=s)`` (cached with ``use_cache``)
+    and scored by ``cka`` over all rows, as always. X as batches: each batch inverted from
+    its rows of the all-at-once starts (:class:`~stir_lib.stir_batches.Starts`) and linear
+    CKA accumulated exactly (:class:`~stir_lib.batch_cka.LinearCKASums`); nothing grows
+    with N but the distances (and the IRIs with ``return_iris``, the representations with
+    ``keep_rows``: (N, D) on the CPU per scorer, of X and of each seed's IRIs).
+    """
+    whole = isinstance(X, torch.Tensor)
+    if whole:
+        features.check_input(m1, X, "X", box)
+        features.check_input(m2, X, "X", box)
+        if len(X) < 2:
+            raise ValueError(f"X: expected at least 2 images (CKA compares examples), got "
+                             f"{len(X)}; the paper uses 1,000")
+        items: Iterable = [(X, None, None)]
+    else:
+        _check_batches(X, cka, seed_kind, use_cache)
+        starts = [stir_batches.Starts(seed_kind, s, pool, box) for s in seeds]
+        items = stir_batches.with_rest(stir_batches.batches(X))
+    scorers = {"m2_given_m1": (m2, layer2, 1), "m1_given_m2": (m1, layer1, 2), **(extra or {})}
+    rk = dict(spatial=spatial, box=box, batch_size=batch_size)
+    kw = dict(method=method, steps=steps, step_size=step_size, spatial=spatial, box=box,
+              batch_size=batch_size, progress=progress)
+    sums = {name: [LinearCKASums() for _ in seeds] for name in scorers}
+    cka_sums = LinearCKASums()
+    values: dict[str, list[float]] = {name: [] for name in scorers}
+    per_seed = {key: [[] for _ in seeds] for key in ("d1", "d2", "e1", "e2", "i1", "i2")}
+    rows = {name: ([], [[] for _ in seeds]) for name in scorers}
+    n, labels, cka_value = 0, [], float("nan")
+    with ExitStack() as stack:
+        for m in {id(m): m for m, _, _ in scorers.values()}.values():
+            stack.enter_context(_eval_mode(m))
+        for k, (xb, yb, rest) in enumerate(items):
+            if not whole:
+                features.check_input(m1, xb, f"X (batch {k})", box)
+                features.check_input(m2, xb, f"X (batch {k})", box)
+            n += len(xb)
+            labels.append(yb)
+            reps: dict = {}
+
+            def rep_x(model, layer):            # each model's representation of the batch, once
+                key = (id(model), layer)
+                if key not in reps:
+                    reps[key] = representation(model, xb, layer, **rk)      # (B, D)
+                return reps[key]
+
+            r1, r2 = rep_x(m1, layer1), rep_x(m2, layer2)
+            if whole:
+                cka_value = _score(cka, r1, r2)
+            else:
+                cka_sums.update(r1, r2.to(r1.device))
+            if keep_rows:
+                for name, (model, layer, _) in scorers.items():
+                    rows[name][0].append(rep_x(model, layer).detach().cpu())
+            for si, s in enumerate(seeds):
+                how = (dict(seed=s, seed_kind=seed_kind, pool=pool, use_cache=use_cache) if whole
+                       else dict(start=starts[si].take(xb, rest)))
+                for j, (m, layer) in enumerate(((m1, layer1), (m2, layer2)), 1):
+                    # m_j(X'_j) ~ m_j(X); one direction at a time, so one set of IRIs is alive
+                    inv = invert(m, xb.to(device_of(m)), layer, **how, **kw)
+                    for name, (model, lay, d) in scorers.items():
+                        if d != j:
+                            continue
+                        ri = representation(model, inv.x_prime, lay, **rk)
+                        rx = rep_x(model, lay)
+                        if whole:
+                            values[name].append(_score(cka, rx, ri))
+                        else:
+                            sums[name][si].update(rx, ri.to(rx.device))
+                        if keep_rows:
+                            rows[name][1][si].append(ri.detach().cpu())
+                    per_seed[f"d{j}"][si].append(inv.distance)
+                    per_seed[f"e{j}"][si].append(inv.evaluations)
+                    if return_iris:
+                        per_seed[f"i{j}"][si].append(inv.x_prime.detach().cpu())
+                    del inv, ri, rx
+                    if not whole:
+                        stir_batches.release_free_memory()
+            reps.clear()
+    if n < 2:
+        raise ValueError(f"X: expected at least 2 images (CKA compares examples), got {n}; "
+                         f"the paper uses 1,000")
+    if not whole:
+        cka_value = cka_sums.compute()
+        values = {name: [acc.compute() for acc in sums[name]] for name in scorers}
+
+    def stack_(key):
+        return torch.stack([torch.cat(parts) for parts in per_seed[key]])
+
+    kept = None
+    if keep_rows:
+        kept = {name: (torch.cat(rx), [torch.cat(r) for r in ri]) for name, (rx, ri) in rows.items()}
+        kept["cka"] = (kept["m1_given_m2"][0], [kept["m2_given_m1"][0]])    # m1(X), m2(X)
+    return _Run(n=n, values=values, cka=cka_value, distance=(stack_("d1"), stack_("d2")),
+                evaluations=(stack_("e1"), stack_("e2")),
+                iris=(stack_("i1"), stack_("i2")) if return_iris else None, rows=kept,
+                labels=torch.cat(labels) if labels and all(y is not None for y in labels)
+                else None)
+
+
+# --------------------------------------------------------------------------- intervals
+def _weighted_linear_cka(A: torch.Tensor, B: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """Linear CKA of the rows of A (n, d1) and B (n, d2) taken ``W[r, i]`` times, for each
+    row r of the counts W (R, n) (rows summing to n): a bootstrap resample's CKA, without
+    forming the resample. With K = A A^T, L = B B^T and w a row of W, the resample's HSIC
+    is, up to a factor that cancels,
+
+        w^T (K o L) w - (2 / n) sum_i w_i (K w)_i (L w)_i + (w^T K w)(w^T L w) / n^2
+
+    (K o L: the elementwise product; the weighted mean is removed exactly). The Gram
+    matrices are formed a block of about 2^20 entries at a time, so memory is O(R n), not
+    O(n^2); time O(R n^2 + n^2 d). Returns (R,) float64, NaN where a resample is constant.
+    """
+    A = A.double() - A.double().mean(0)
+    B = B.double() - B.double().mean(0)
+    W = W.to(A.device, torch.float64)
+    n = len(A)
+    KW, LW = torch.zeros_like(W), torch.zeros_like(W)     # (R, n): K w, L w per resample
+    t = torch.zeros(3, len(W), dtype=torch.float64, device=A.device)
+    step = max(1, 2 ** 20 // n)
+    for j in range(0, n, step):
+        K, L = A @ A[j:j + step].T, B @ B[j:j + step].T   # (n, b): columns of the Grams
+        Wj = W[:, j:j + step]
+        KW[:, j:j + step], LW[:, j:j + step] = W @ K, W @ L
+        for i, P in enumerate((K * L, K * K, L * L)):
+            t[i] += ((W @ P) * Wj).sum(1)
+    wk, wl = (W * KW).sum(1), (W * LW).sum(1)
+    hkl = t[0] - 2 / n * (W * KW * LW).sum(1) + wk * wl / n ** 2
+    hkk = t[1] - 2 / n * (W * KW * KW).sum(1) + wk * wk / n ** 2
+    hll = t[2] - 2 / n * (W * LW * LW).sum(1) + wl * wl / n ** 2
+    den = (hkk * hll).clamp_min(0).sqrt()
+    return torch.where(den > 0, hkl / den, torch.full_like(hkl, float("nan")))
+
+
+def _image_intervals(rows: Mapping[str, tuple[torch.Tensor, list[torch.Tensor]]],
+                     replicates: int, level: float, seed: int) -> dict[str, Interval]:
+    """Percentile bootstrap over the images: every name's (X rows, [IRI rows per seed])
+    pairs scored by linear CKA on the same resamples of the image indices; the seeds'
+    mean per resample."""
+    n = len(next(iter(rows.values()))[0])
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in rows}
+    chunk = max(1, min(replicates, 2 ** 21 // n))    # resamples at a time: R n <= 2^21
+    for start in range(0, replicates, chunk):
+        r = min(chunk, replicates - start)
+        idx = torch.randint(n, (r, n), generator=g)                 # resampled image indices
+        W = torch.zeros(r, n, dtype=torch.float64).scatter_add_(
+            1, idx, torch.ones(r, n, dtype=torch.float64))          # how often each image
+        for name, (rx, ris) in rows.items():
+            out[name].append(torch.stack([_weighted_linear_cka(rx, ri, W) for ri in ris]).mean(0))
+    q = ((1 - level) / 2, (1 + level) / 2)
+    result = {}
+    for name, parts in out.items():
+        lo, hi = np.nanquantile(torch.cat(parts).cpu().numpy(), q)
+        result[name] = Interval(float(lo), float(hi), float(level), int(replicates))
+    return result
+
+
+def _check_bootstrap(bootstrap: int, level: float, cka) -> None:
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap == 1 or bootstrap < 0:
+        raise ValueError(f"bootstrap: expected 0 (no interval) or a number of resamples >= 2 "
+                         f"(1,000 for a 95 % interval), got {bootstrap!r}")
+    if not (isinstance(level, float) and 0 < level < 1):
+        raise ValueError(f"level: expected a float in (0, 1), e.g. 0.95, got {level!r}")
+    if bootstrap and cka is not linear_cka:
+        raise ValueError(f"bootstrap: the interval over images is for linear CKA, got cka="
+                         f"{getattr(cka, '__name__', cka)!r}; pass cka=linear_cka or bootstrap=0")
+
+
+def _result(run: _Run, *, seeds, layer1, layer2, method, seed_kind, bootstrap: int = 0,
+            level: float = 0.95, bootstrap_seed: int = 0) -> STIRResult:
+    interval = None
+    if bootstrap:
+        interval = _image_intervals({k: run.rows[k] for k in SCORES}, bootstrap, level,
+                                    bootstrap_seed)
+    return STIRResult(m2_given_m1=Score(tuple(run.values["m2_given_m1"])),
+                      m1_given_m2=Score(tuple(run.values["m1_given_m2"])),
+                      cka=Score((run.cka,)), distance_m1=run.distance[0],
+                      distance_m2=run.distance[1], evaluations_m1=run.evaluations[0],
+                      evaluations_m2=run.evaluations[1], seeds=seeds, layer1=layer1,
+                      layer2=layer2, method=method, seed_kind=seed_kind, n=run.n,
+                      iris_m1=run.iris[0] if run.iris else None,
+                      iris_m2=run.iris[1] if run.iris else None, image_interval=interval)
+
+
 # --------------------------------------------------------------------------- STIR
-def stir(m1, m2, X: torch.Tensor, *, layer1: features.LayerSpec | None = None,
-         layer2: features.LayerSpec | None = None,
+def stir(m1: nn.Module, m2: nn.Module, X: torch.Tensor | Iterable[Any], *,
+         layer1: features.LayerSpec | None = None, layer2: features.LayerSpec | None = None,
          seeds: int | Iterable[int] = (0,), seed_kind: str = "noise", method: str = "reference",
          steps: int | None = None, step_size: float | None = None,
-         pool: torch.Tensor | None = None, cka: Callable = linear_cka,
-         spatial: str = "flatten", box=(0.0, 1.0), use_cache: bool = True,
-         batch_size: int = 500, progress: bool | None = None,
-         return_iris: bool = False) -> STIRResult:
+         pool: torch.Tensor | None = None,
+         cka: Callable[[torch.Tensor, torch.Tensor], float] = linear_cka,
+         spatial: str = "flatten", box: tuple[float, float] = (0.0, 1.0),
+         use_cache: bool = False, batch_size: int = 500, progress: bool | None = None,
+         return_iris: bool = False, bootstrap: int = 0, level: float = 0.95,
+         bootstrap_seed: int = 0) -> STIRResult:
     """STIR in both directions and CKA for a pair of models (Nanda et al. 2022).
 
     For each seed s: IRIs X'_1 of m1 are found from X (:func:`~stir_lib.inversion.invert`,
@@ -187,7 +340,15 @@ def stir(m1, m2, X: torch.Tensor, *, layer1: features.LayerSpec | None = None,
         m1, m2: any ``torch.nn.Module`` s taking the same inputs; each runs on its own
             device (that of its parameters), in eval mode, its mode restored.
         X: inputs in ``box`` that both models accept (N >= 2; the paper uses 1,000
-            images).
+            images): one tensor (N, ...), or any iterable of batches for more images
+            than fit in memory: a ``DataLoader`` (or list, or generator) yielding tensors
+            or ``(x, y, ...)`` tuples or lists, of which the first element is taken. Batches
+            are inverted one after another, each image from the same start as in the
+            one-tensor call, and linear CKA is accumulated exactly over them
+            (:class:`~stir_lib.batch_cka.LinearCKASums`): the result equals the one-tensor
+            result (to float rounding; ``tests/test_stir_surface.py``), while memory holds
+            a batch and (d1 + d2)^2 sums, not N images. With batches: ``cka`` must be
+            linear CKA, ``use_cache`` False and ``seed_kind`` not "shuffle"; X is read once.
         layer1, layer2: layers of m1 and m2 (an ImageModel's stage names, or any
             model's ``named_modules()`` paths, or "output", or a
             :class:`~stir_lib.features.Layer` for a chosen call, a selected tensor or a
@@ -206,63 +367,69 @@ def stir(m1, m2, X: torch.Tensor, *, layer1: features.LayerSpec | None = None,
             :func:`~stir_lib.similarity.linear_cka` as in the paper.
         spatial: "flatten" (default) or "mean" for 4-D layer outputs.
         box: (low, high) of valid inputs; IRIs stay inside it.
-        use_cache: keep the inversions in the cache (:mod:`stir_lib.cache`).
+        use_cache: keep the inversions in the cache (:mod:`stir_lib.cache`, on disk);
+            default False: nothing is written.
         batch_size: inputs per inversion batch (memory only).
         progress: progress bars; None shows them only on a terminal.
-        return_iris: keep the IRIs in the result (``iris_m1``, ``iris_m2``).
+        return_iris: keep the IRIs in the result (``iris_m1``, ``iris_m2``: (S, N, ...)).
+        bootstrap: resamples of the images for an interval over images (0: none, the
+            default; 1,000 for a 95 % interval): resample the image indices with
+            replacement, recompute linear CKA on the resampled pairs of representations
+            (the inversions are not redone), and take the percentile interval at ``level``;
+            ``result.image_interval`` then holds it for both directions and CKA. It keeps
+            the representations ((N, D) per model and seed) and costs O(B N^2). A resample
+            repeats images, which raises linear CKA where the features are many for N
+            (plain CKA's bias towards 1): with few images the interval can lie above the
+            score itself. Read it as the spread over images, not as a corrected estimate.
+        level: the interval's coverage (0.95).
+        bootstrap_seed: seeds the resampling.
 
     Returns:
         :class:`STIRResult`.
+
+    Global state: the models' modes and torch's thread count are restored afterwards
+    (:func:`stir_lib.threads.manage(False) <stir_lib.threads.manage>` or
+    ``STIR_THREADS=off`` leaves the thread count alone); the starts use their own
+    generators, not torch's global one.
     """
+    return _stir(m1, m2, X, layer1=layer1, layer2=layer2, seeds=seeds, seed_kind=seed_kind,
+                 method=method, steps=steps, step_size=step_size, pool=pool, cka=cka,
+                 spatial=spatial, box=box, use_cache=use_cache, batch_size=batch_size,
+                 progress=progress, return_iris=return_iris, bootstrap=bootstrap, level=level,
+                 bootstrap_seed=bootstrap_seed)[0]
+
+
+def _stir(m1: nn.Module, m2: nn.Module, X, *, layer1, layer2, seeds, bootstrap: int,
+          level: float, bootstrap_seed: int, keep_rows: bool = False,
+          extra: Callable[[str, str], Mapping[str, tuple[nn.Module, str, int]]] | None = None,
+          **options) -> tuple[STIRResult, _Run]:
+    """:func:`stir`'s work, with the pass over X (:func:`_run`) returned too. ``extra(layer1,
+    layer2)`` gives more scorers (:mod:`stir_lib.stir_baselines`)."""
     _check_model(m1, "m1")
     _check_model(m2, "m2")
-    features.check_input(m1, X, "X", box)
-    features.check_input(m2, X, "X", box)
-    if len(X) < 2:
-        raise ValueError(f"X: expected at least 2 images (CKA compares examples), got "
-                         f"{len(X)}; the paper uses 1,000")
     layer1 = resolve_layer(m1, layer1, "layer1")
     layer2 = resolve_layer(m2, layer2, "layer2")
     seeds = _check_seeds(seeds)
-    kw = dict(seed_kind=seed_kind, method=method, steps=steps, step_size=step_size, pool=pool,
-              spatial=spatial, box=box, use_cache=use_cache, batch_size=batch_size,
-              progress=progress)
-    rk = dict(spatial=spatial, box=box, batch_size=batch_size)
-    s21, s12, d1, d2, e1, e2, i1, i2 = [], [], [], [], [], [], [], []
-    with eval_mode(m1), eval_mode(m2):
-        r1 = representation(m1, X, layer1, **rk)           # (N, D1)
-        r2 = representation(m2, X, layer2, **rk)           # (N, D2)
-        cka_value = _score(cka, r1, r2)
-        X1, X2 = X.to(device_of(m1)), X.to(device_of(m2))
-        for s in seeds:
-            inv1 = invert(m1, X1, layer1, seed=s, **kw)     # m1(X'_1) ~ m1(X)
-            s21.append(_score(cka, r2, representation(m2, inv1.x_prime, layer2, **rk)))
-            inv2 = invert(m2, X2, layer2, seed=s, **kw)     # m2(X'_2) ~ m2(X)
-            s12.append(_score(cka, r1, representation(m1, inv2.x_prime, layer1, **rk)))
-            d1.append(inv1.distance)
-            d2.append(inv2.distance)
-            e1.append(inv1.evaluations)
-            e2.append(inv2.evaluations)
-            if return_iris:
-                i1.append(inv1.x_prime.detach().cpu())
-                i2.append(inv2.x_prime.detach().cpu())
-    return STIRResult(m2_given_m1=Score(tuple(s21)), m1_given_m2=Score(tuple(s12)),
-                      cka=Score((cka_value,)), distance_m1=torch.stack(d1),
-                      distance_m2=torch.stack(d2), evaluations_m1=torch.stack(e1),
-                      evaluations_m2=torch.stack(e2), seeds=seeds, layer1=layer1,
-                      layer2=layer2, method=method, seed_kind=seed_kind, n=len(X),
-                      iris_m1=torch.stack(i1) if return_iris else None,
-                      iris_m2=torch.stack(i2) if return_iris else None)
+    _check_bootstrap(bootstrap, level, options["cka"])
+    check_int(bootstrap_seed, "bootstrap_seed", minimum=0)
+    run = _run(m1, m2, X, layer1=layer1, layer2=layer2, seeds=seeds,
+               keep_rows=keep_rows or bool(bootstrap),
+               extra=extra(layer1, layer2) if extra else None, **options)
+    result = _result(run, seeds=seeds, layer1=layer1, layer2=layer2, method=options["method"],
+                     seed_kind=options["seed_kind"], bootstrap=bootstrap, level=level,
+                     bootstrap_seed=bootstrap_seed)
+    return result, run
 
 
-def stir_matrix(models: Mapping[str, object], X: torch.Tensor, *,
+def stir_matrix(models: Mapping[str, nn.Module], X: torch.Tensor, *,
                 layers: Mapping[str, features.LayerSpec] | None = None,
                 seeds: int | Iterable[int] = (0,),
                 seed_kind: str = "noise", method: str = "reference", steps: int | None = None,
                 step_size: float | None = None, pool: torch.Tensor | None = None,
-                cka: Callable = linear_cka, spatial: str = "flatten", box=(0.0, 1.0),
-                use_cache: bool = True, batch_size: int = 500, progress: bool | None = None,
-                return_std: bool = False, return_iris: bool = False):
+                cka: Callable[[torch.Tensor, torch.Tensor], float] = linear_cka,
+                spatial: str = "flatten", box: tuple[float, float] = (0.0, 1.0),
+                use_cache: bool = False, batch_size: int = 500, progress: bool | None = None,
+                return_std: bool = False, return_iris: bool = False) -> tuple:
     """STIR and CKA between every pair of models.
 
     Convention: entry ``[i, j]`` of the STIR matrix is STIR(m_j | m_i): row i
@@ -315,7 +482,7 @@ def stir_matrix(models: Mapping[str, object], X: torch.Tensor, *,
     iris = {}
     with ExitStack() as stack:
         for n in names:
-            stack.enter_context(eval_mode(models[n]))
+            stack.enter_context(_eval_mode(models[n]))
         reps = {n: representation(models[n], X, lay[n], **rk) for n in names}
         for i, a in enumerate(names):
             for j in range(i, k):

@@ -29,6 +29,12 @@ loops (an epoch) so that a process that starts later is noticed::
 ``STIR_THREADS`` overrides the choice: an int fixes the number of threads for every
 kind (``STIR_THREADS=1`` gives the single-threaded build); ``auto`` (or unset) is the
 measured policy. On machines without ``/proc`` the parallel kind uses every core.
+
+torch's thread count is a process-wide setting, so the library restores it: every
+:func:`use` block (and so every entry point: :func:`stir_lib.stir.stir`,
+:func:`stir_lib.inversion.invert`, training, attacks) leaves ``torch.get_num_threads()`` as
+it found it. To have the library leave it alone altogether, call ``threads.manage(False)``
+or set ``STIR_THREADS=off``: then every loop runs with whatever the caller set.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ import torch
 
 from .validation import check_choice
 
-__all__ = ["KINDS", "use", "parallel", "refresh", "threads_for", "free_cores", "remeasure", "settings"]
+__all__ = ["KINDS", "use", "parallel", "refresh", "threads_for", "free_cores", "remeasure", "settings",
+           "manage", "managed"]
 
 KINDS = ("serial", "parallel")
 _RECHECK = 2.0          # seconds between load measurements
@@ -115,24 +122,58 @@ def remeasure() -> int:
     return _METER.free()
 
 
-def _override() -> int | None:
+_OFF = "off"
+_MANAGE: bool | None = None     # manage(flag) sets it; None follows STIR_THREADS
+
+
+def _override() -> int | str | None:
+    """None (measure), a fixed int, or "off" (leave torch's setting alone)."""
     env = os.environ.get("STIR_THREADS", "auto").strip().lower()
     if env in ("", "auto"):
         return None
+    if env == _OFF:
+        return _OFF
+    why = "(or 'off' to leave torch's setting alone)"
     try:
         n = int(env)
     except ValueError:
-        raise ValueError(f"STIR_THREADS: expected a positive int or 'auto', got {env!r}") from None
+        raise ValueError(f"STIR_THREADS: expected a positive int or 'auto' {why}, got "
+                         f"{env!r}") from None
     if n < 1:
-        raise ValueError(f"STIR_THREADS: expected a positive int or 'auto', got {n}")
+        raise ValueError(f"STIR_THREADS: expected a positive int or 'auto' {why}, got {n}")
     return n
+
+
+def manage(enabled: bool | None) -> bool | None:
+    """Whether the library sets torch's thread count in its loops; returns the previous setting.
+
+    ``manage(False)``: every loop runs with the caller's ``torch.get_num_threads()``, and the
+    library never calls ``torch.set_num_threads``; ``manage(True)``: the policy of the
+    module docstring (a fixed ``STIR_THREADS=N`` still fixes the number); ``manage(None)``
+    (the start): follow ``STIR_THREADS`` (``off`` means False). Restore with
+    ``threads.manage(previous)``.
+    """
+    global _MANAGE
+    if enabled is not None and not isinstance(enabled, bool):
+        raise TypeError(f"enabled: expected True, False or None, got {type(enabled).__name__}")
+    before, _MANAGE = _MANAGE, enabled
+    return before
+
+
+def managed() -> bool:
+    """True if the library sets torch's thread count now (see :func:`manage`)."""
+    if _MANAGE is not None:
+        return _MANAGE
+    return _override() != _OFF
 
 
 def threads_for(kind: str) -> int:
     """The number of intra-op threads for a kind of work (see the module docstring)."""
     check_choice(kind, "kind", KINDS)
+    if not managed():
+        return torch.get_num_threads()
     fixed = _override()
-    if fixed is not None:
+    if isinstance(fixed, int):
         return fixed
     return 1 if kind == "serial" else free_cores()
 
@@ -145,18 +186,19 @@ def use(kind: str):
     """Run the block with :func:`threads_for(kind) <threads_for>` threads, then restore.
 
     Nested blocks follow the innermost kind. Does nothing on a CUDA-only workload's
-    speed (the GPU does the work) but keeps the host threads sensible.
+    speed (the GPU does the work) but keeps the host threads sensible. With
+    :func:`manage(False) <manage>` (or ``STIR_THREADS=off``) it sets nothing.
     """
     n = threads_for(kind)
-    before = torch.get_num_threads()
+    before, managing = torch.get_num_threads(), managed()
     _STACK.append(kind)
-    if n != before:
+    if managing and n != before:
         torch.set_num_threads(n)
     try:
         yield n
     finally:
         _STACK.pop()
-        if torch.get_num_threads() != before:
+        if managing and torch.get_num_threads() != before:
             torch.set_num_threads(before)
 
 
@@ -171,7 +213,7 @@ def parallel(fn):
 
 def refresh() -> int:
     """Inside a :func:`use` block: re-measure the free cores and adjust (cheap, no sleep)."""
-    if not _STACK:
+    if not _STACK or not managed():
         return torch.get_num_threads()
     n = threads_for(_STACK[-1])
     if n != torch.get_num_threads():
@@ -181,6 +223,6 @@ def refresh() -> int:
 
 def settings() -> dict:
     """What the policy is and would choose now, for the Reproducibility page."""
-    return {"STIR_THREADS": os.environ.get("STIR_THREADS", "auto"),
+    return {"STIR_THREADS": os.environ.get("STIR_THREADS", "auto"), "managed": managed(),
             "cores": _cores(), "torch default threads": _DEFAULT_THREADS,
             "serial": threads_for("serial"), "parallel (now)": threads_for("parallel")}

@@ -39,7 +39,7 @@ def test_model_identity_follows_the_weights_and_the_architecture():
     a, b = net(0), net(0)
     ida = cache.model_identity(a)
     assert ida.startswith("weights:") and ida == cache.model_identity(b)
-    assert len(ida.split(":")[1].split("-")) == 3             # weights, architecture, key names
+    assert len(ida.split(":")[1].split("-")) == 4             # weights, architecture, key names, code
     assert cache.model_identity(net(1)) != ida                  # other weights
     c = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2))
     c.load_state_dict(a.state_dict())

@@ -449,16 +449,16 @@ def test_box_other_than_unit_interval(data):
 def test_inversions_are_cached_and_a_corrupt_entry_is_redone(pair, data, fresh_cache):
     _, _, X = data
     m1, m2 = pair
-    first = stir(m1, m2, X, steps=40)
+    first = stir(m1, m2, X, steps=40, use_cache=True)
     entries = sorted((fresh_cache / "inversion").glob("*/payload.pt"))
     assert len(entries) == 2                               # one inversion per direction
-    again = stir(m1, m2, X, steps=40)
+    again = stir(m1, m2, X, steps=40, use_cache=True)
     assert again.m2_given_m1 == first.m2_given_m1
     entries[0].write_bytes(b"garbage")                      # damage one entry
     with pytest.warns(UserWarning, match="corrupt"):
-        redone = stir(m1, m2, X, steps=40)
+        redone = stir(m1, m2, X, steps=40, use_cache=True)
     assert redone.m2_given_m1 == first.m2_given_m1 and redone.m1_given_m2 == first.m1_given_m2
-    other = stir(m1, m2, X, steps=41)                       # another option: new entries
+    other = stir(m1, m2, X, steps=41, use_cache=True)                       # another option: new entries
     assert len(list((fresh_cache / "inversion").glob("*/payload.pt"))) == 4
     assert other.m2_given_m1 != first.m2_given_m1
 

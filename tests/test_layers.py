@@ -322,10 +322,12 @@ def test_stir_runs_with_layers_and_keys_them(resnet, x, tmp_path):
     torch.manual_seed(5)
     other = resnet18(weights=None, num_classes=10).to(F64).eval()
     layer = Layer("layer1.0.relu", call=1)
-    r = stir(resnet, other, x, layer1=layer, layer2=None, steps=2, progress=False)
+    r = stir(resnet, other, x, layer1=layer, layer2=None, steps=2, progress=False,
+             use_cache=True)
     assert (r.layer1, r.layer2) == (layer, Layer("fc", read="input"))
     assert r.distance_m1.shape == (1, 3) and 0 <= r.m2_given_m1.mean <= 1 + 1e-9
-    again = stir(resnet, other, x, layer1=layer, layer2=None, steps=2, progress=False)
+    again = stir(resnet, other, x, layer1=layer, layer2=None, steps=2, progress=False,
+                 use_cache=True)
     assert again.m2_given_m1 == r.m2_given_m1                     # from the cache, equal
     r.save(tmp_path / "r.pt")
     assert STIRResult.load(tmp_path / "r.pt").layer1 == layer

@@ -187,9 +187,11 @@ def test_step_size_and_pool_reach_the_inversion():
     torch.testing.assert_close(iris[("a", 0)], inv.x_prime, rtol=0, atol=0)
 
 
-def test_stir_matrix_caches_its_inversions_by_default(tmp_path, monkeypatch):
+def test_stir_matrix_caches_its_inversions_only_when_asked(tmp_path, monkeypatch):
     monkeypatch.setenv("STIR_CACHE", str(tmp_path))
     stir_matrix({"a": conv(0)}, images(), **OPTS)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())      # the default writes nothing
+    stir_matrix({"a": conv(0)}, images(), use_cache=True, **OPTS)
     assert len(list((tmp_path / "inversion").iterdir())) == 1
 
 
@@ -275,5 +277,6 @@ def test_a_saved_result_with_foreign_objects_is_refused(tmp_path):
     state = torch.load(path, weights_only=True)
     state["layer1"] = Tag(state["layer1"])              # would run this module's code on load
     torch.save(state, path)
-    with pytest.raises(pickle.UnpicklingError):
-        type(r).load(path)
+    with pytest.raises(ValueError, match="expected a file written by STIRResult.save") as err:
+        type(r).load(path)                              # refused, no code run, said clearly
+    assert isinstance(err.value.__cause__, pickle.UnpicklingError)
