@@ -206,8 +206,11 @@ def train(model: ImageModel, x: torch.Tensor, y: torch.Tensor, config: TrainConf
             same final weights as an uninterrupted run. None: no checkpoints.
 
     Returns:
-        A history dict: per-epoch mean training loss, the wall time, images per second,
-        and the snapshots (state dicts after the epochs in ``config.snapshots``).
+        A history dict: per-epoch mean training loss, the wall time (of a resumed
+        training, all its runs together), images per second (of this run: the images
+        of the epochs it trained over its own time; 0.0 when it trained none), the epoch
+        it resumed at, and the snapshots (state dicts after the epochs in
+        ``config.snapshots``).
     """
     cfg = config
     check_image_batch(x, "x", channels=model.input_shape[0], size=model.input_shape[1:])
@@ -309,10 +312,10 @@ def train(model: ImageModel, x: torch.Tensor, y: torch.Tensor, config: TrainConf
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
-    seconds += time.perf_counter() - start
-    done = cfg.epochs - first_epoch
-    return {"loss": losses, "seconds": seconds, "resumed_at_epoch": first_epoch,
-            "images_per_second": done * len(x) / max(seconds, 1e-9) if done else 0.0,
+    this_run = time.perf_counter() - start          # a resumed run: its own part only
+    done = cfg.epochs - first_epoch                  # the epochs this run trained
+    return {"loss": losses, "seconds": seconds + this_run, "resumed_at_epoch": first_epoch,
+            "images_per_second": done * len(x) / max(this_run, 1e-9) if done else 0.0,
             "snapshots": snaps}
 
 

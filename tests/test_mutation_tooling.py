@@ -127,3 +127,16 @@ def test_a_rerun_keeps_the_earlier_status_of_mutants_it_did_not_run():
     merged = rm.merge_rerun(old, new, ["b", "c"])
     assert merged.status == {"a": "killed", "b": "killed", "c": "survived", "d": "timeout"}
     assert merged.diffs == {"c": "-p\n+q"} and merged.seconds == 12.0
+
+
+def test_a_module_changed_since_its_run_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(rm, "ROOT", tmp_path)
+    (tmp_path / "stir_lib").mkdir()
+    (tmp_path / "stir_lib" / "a.py").write_text("x = 1\n")
+    (tmp_path / "stir_lib" / "b.py").write_text("y = 1\n")
+    scratch = tmp_path / "_build" / "mutation" / "m" / "stir_lib"
+    scratch.mkdir(parents=True)
+    (scratch / "a.py").write_text("x = 1\n")
+    (scratch / "b.py").write_text("y = 2\n")
+    r = rm.ModuleResult("m", ["stir_lib/a.py", "stir_lib/b.py", "stir_lib/c.py"], [])
+    assert rm.changed_since_run(r) == ["b.py", "c.py"]

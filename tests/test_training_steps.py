@@ -162,6 +162,15 @@ def test_adversarial_training_seeds_each_step_apart(monkeypatch):
     assert [c["seed"] for c in calls] == [3 * 1_000_003 + s for s in range(4)]
 
 
+def test_no_epochs_train_nothing_at_no_rate():
+    x, y = tiny_data()
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hist = train(model, x, y, TrainConfig(epochs=0), progress=False)
+    assert hist["loss"] == [] and hist["images_per_second"] == 0.0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_history_counts_the_images_and_time():
     x, y = tiny_data()
     hist = train(tiny_model(), x, y, TrainConfig(epochs=2, batch_size=8), progress=False)
@@ -328,7 +337,14 @@ def test_checkpoint_holds_the_last_unfinished_epoch_and_resumes_in_process(tmp_p
     assert set(hist_b["snapshots"]) == {1, 3}
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), name
-    assert hist_b["seconds"] >= state["seconds"]
+    assert 0 < state["seconds"] < hist_a["seconds"]           # two of the three epochs
+    state["seconds"] = 1000.0                                  # as if they had taken long
+    torch.save(state, ckpt)
+    c = tiny_model(seed=9)
+    hist_c = train(c, x, y, cfg, progress=False, checkpoint=ckpt)
+    assert 1000.0 < hist_c["seconds"] < 1005.0                 # the earlier runs' time counts
+    run = hist_c["seconds"] - 1000.0                           # the rate is this run's own
+    assert hist_c["images_per_second"] == pytest.approx(len(x) / run, rel=1e-3)
     one = tmp_path / "one.pt"
     train(tiny_model(), x, y, TrainConfig(epochs=1, batch_size=8), progress=False,
           checkpoint=one)

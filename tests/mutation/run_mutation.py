@@ -51,9 +51,10 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
                   ["tests/test_inversion_stir.py", "tests/test_inversion_paths.py",
                    "tests/test_inversion_seeds.py",
                    "tests/test_independent_answers.py"]),
-    "stir": (["stir_lib/stir.py"],
+    "stir": (["stir_lib/stir.py", "stir_lib/stir_batches.py", "stir_lib/stir_result.py",
+              "stir_lib/stir_baselines.py"],
              ["tests/test_inversion_stir.py", "tests/test_stir_paths.py",
-              "tests/test_independent_answers.py"]),
+              "tests/test_stir_surface.py", "tests/test_independent_answers.py"]),
     "verdicts": (["stir_lib/verdicts.py"],
                  ["tests/test_verdicts.py", "tests/test_verdict_edges.py", "tests/test_claims.py",
                   "tests/test_independent_answers.py"]),
@@ -375,6 +376,11 @@ def report(results: list[ModuleResult], path: Path, started: str) -> str:
                      f"{c['survived']} / {c['no tests']} | {c['other']} | {score(c):.1f} % | "
                      f"{c['not numerical']} | "
                      f"{r.seconds / 60:.1f} | {r.date} |")
+    changed = {r.name: changed_since_run(r) for r in results}
+    if any(changed.values()):
+        lines += ["", "Changed since their run (the source mutated differs from the checkout's; "
+                  "rerun these modules to measure the code as it is now): "
+                  + "; ".join(f"{n}: {', '.join(fs)}" for n, fs in changed.items() if fs) + "."]
     lines += ["", "Tests run per module:", ""]
     for r in results:
         lines.append(f"- {r.name}: " + ", ".join(f"`{t}`" for t in r.tests))
@@ -403,6 +409,14 @@ def report(results: list[ModuleResult], path: Path, started: str) -> str:
     text = "\n".join(lines) + "\n"
     path.write_text(text)
     return text
+
+
+def changed_since_run(r: ModuleResult) -> list[str]:
+    """The files of ``r`` whose source in the checkout differs from the copy its run mutated
+    (kept in the module's scratch copy; a file missing there counts as changed)."""
+    work = ROOT / "_build" / "mutation" / r.name
+    return [Path(f).name for f in r.files
+            if not (work / f).exists() or (work / f).read_bytes() != (ROOT / f).read_bytes()]
 
 
 def save_result(r: ModuleResult) -> None:
