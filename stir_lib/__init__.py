@@ -34,7 +34,8 @@ __version__ = "0.1.0"
 __all__ = [
     "stir", "stir_matrix", "STIRResult", "Score",                      # STIR
     "invert", "representation", "InversionResult",                     # inversion
-    "layer_names",                                                     # layers by name
+    "Layer", "layer_names", "default_layer",                           # layers of any model
+    "stir_baselines", "Baselines",                                     # STIR's controls
     "linear_cka", "debiased_cka", "rbf_cka", "hsic_unbiased",          # CKA
     "MinibatchCKA", "LinearCKASums", "minibatch_cka",                  # CKA over batches
     "pgd", "lbfgs_min_distortion", "LBFGSResult",                      # attacks
@@ -44,7 +45,8 @@ __all__ = [
 _EXPORTS = {name: module for module, names in {
     "stir": ("stir", "stir_matrix", "STIRResult", "Score"),
     "inversion": ("invert", "representation", "InversionResult"),
-    "features": ("layer_names",),
+    "features": ("Layer", "layer_names", "default_layer"),
+    "baselines": ("stir_baselines", "Baselines"),
     "similarity": ("linear_cka", "debiased_cka", "rbf_cka", "hsic_unbiased"),
     "batch_cka": ("MinibatchCKA", "LinearCKASums", "minibatch_cka"),
     "attacks": ("pgd", "lbfgs_min_distortion", "LBFGSResult"),
@@ -54,11 +56,12 @@ _EXPORTS = {name: module for module, names in {
 if TYPE_CHECKING:   # for editors and type checkers; at run time __getattr__ imports them
     from .attacks import LBFGSResult, lbfgs_min_distortion, pgd
     from .batch_cka import LinearCKASums, MinibatchCKA, minibatch_cka
-    from .features import layer_names
+    from .features import Layer, default_layer, layer_names
     from .inversion import InversionResult, invert, representation
     from .models import ImageModel, create_model, list_models
     from .similarity import debiased_cka, hsic_unbiased, linear_cka, rbf_cka
     from .stir import Score, STIRResult, stir, stir_matrix
+    from .baselines import Baselines, stir_baselines
 
 
 class _CallableModule(types.ModuleType):

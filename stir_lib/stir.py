@@ -25,7 +25,7 @@ the inversions in :mod:`stir_lib.cache`, keyed by the model's identity and code,
 layer and every option, so re-running a notebook redoes none of them); it puts the models
 in eval mode and restores them, and leaves torch's thread count as it found it (or alone
 altogether: :func:`stir_lib.threads.manage`). Baselines beside a score (a re-initialised
-partner, a within-class permutation) are in :mod:`stir_lib.stir_baselines`.
+partner, a within-class permutation) are in :mod:`stir_lib.baselines`.
 
 Where this differs from the public STIR code (PAPER_TARGETS.md section 3):
 CKA is taken over all of X at once, not the last batch; 4-D activations are
@@ -404,7 +404,7 @@ def _stir(m1: nn.Module, m2: nn.Module, X, *, layer1, layer2, seeds, bootstrap: 
           extra: Callable[[str, str], Mapping[str, tuple[nn.Module, str, int]]] | None = None,
           **options) -> tuple[STIRResult, _Run]:
     """:func:`stir`'s work, with the pass over X (:func:`_run`) returned too. ``extra(layer1,
-    layer2)`` gives more scorers (:mod:`stir_lib.stir_baselines`)."""
+    layer2)`` gives more scorers (:mod:`stir_lib.baselines`)."""
     _check_model(m1, "m1")
     _check_model(m2, "m2")
     layer1 = resolve_layer(m1, layer1, "layer1")

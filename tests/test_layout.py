@@ -23,7 +23,7 @@ FLOORS = [
     ["stir_lib.features", "stir_lib.attacks", "stir_lib.similarity", "stir_lib.batch_cka",
      "stir_lib.spectral"],
     ["stir_lib.training", "stir_lib.inversion"],                              # procedures
-    ["stir_lib.stir", "stir_lib.stir_batches", "stir_lib.stir_result", "stir_lib.stir_baselines",
+    ["stir_lib.stir", "stir_lib.stir_batches", "stir_lib.stir_result", "stir_lib.baselines",
      "stir_lib.transfer", "stir_lib.checkpoints"],
     ["stir_lib.jobs", "stir_lib.results", "stir_lib.plotting"],               # experiments
     ["stir_lib.cluster"],

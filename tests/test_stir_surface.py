@@ -30,7 +30,7 @@ from stir_lib import stir as stir_module
 from stir_lib.inversion import invert, representation, seeds
 from stir_lib.similarity import debiased_cka, linear_cka
 from stir_lib.stir import Interval, STIRResult, stir, stir_matrix
-from stir_lib.stir_baselines import (Baselines, reinitialised, stir_baselines,
+from stir_lib.baselines import (Baselines, reinitialised, stir_baselines,
                                      within_class_permutation)
 
 F64 = torch.float64
