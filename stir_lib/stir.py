@@ -446,8 +446,8 @@ def stir_matrix(models: Mapping[str, nn.Module], X: torch.Tensor, *,
         X: inputs in ``box`` that every model accepts.
         layers: name -> layer (a str or a :class:`~stir_lib.features.Layer`) for some or
             all models; the others use their default.
-        seeds, seed_kind, method, steps, step_size, pool, cka, spatial, box, use_cache,
-        batch_size, progress: as in :func:`stir`.
+        seeds: as in :func:`stir`; so are seed_kind, method, steps, step_size, pool, cka,
+            spatial, box, use_cache, batch_size and progress.
         return_std: also return the std over seeds (ddof=1) of every STIR entry.
         return_iris: also return the IRIs: a dict (reference name, seed) -> tensor.
 

@@ -70,21 +70,28 @@ class Interval:
 class STIRResult:
     """Output of :func:`~stir_lib.stir.stir`.
 
-    m2_given_m1: STIR(m2 | m1): IRIs found on m1 (the reference), scored by m2.
-    m1_given_m2: STIR(m1 | m2): IRIs found on m2, scored by m1.
-    cka: CKA(m1(X), m2(X)), m1 at ``layer1`` against m2 at ``layer2``. It does
-        not depend on the seed: one value.
-    distance_m1: (S, N) final relative distance ||m1(x') - m1(x)|| / ||m1(x)||
-        of every IRI behind ``m2_given_m1``, one row per seed (convergence).
-    distance_m2: (S, N) the same on m2, behind ``m1_given_m2``.
-    evaluations_m1, evaluations_m2: (S, N) model evaluations per sample.
-    seeds, layer1, layer2, method, seed_kind, n: how it was computed (n = |X|; the layers
-        resolved: a str or a :class:`~stir_lib.features.Layer`).
-    iris_m1, iris_m2: with ``stir(..., return_iris=True)``, the IRIs of m1 and of m2, a
-        (S, N, ...) tensor each (one slice per seed, on the CPU); else None.
-    image_interval: with ``stir(..., bootstrap=B)``, an :class:`Interval` over images for
-        each of "m2_given_m1", "m1_given_m2" and "cka"; else None. (The spread over
-        inversion seeds is each Score's std.)
+    Attributes:
+        m2_given_m1: STIR(m2 | m1): IRIs found on m1 (the reference), scored by m2.
+        m1_given_m2: STIR(m1 | m2): IRIs found on m2, scored by m1.
+        cka: CKA(m1(X), m2(X)), m1 at ``layer1`` against m2 at ``layer2``. It does
+            not depend on the seed: one value.
+        distance_m1: (S, N) final relative distance ||m1(x') - m1(x)|| / ||m1(x)||
+            of every IRI behind ``m2_given_m1``, one row per seed (convergence).
+        distance_m2: (S, N) the same on m2, behind ``m1_given_m2``.
+        evaluations_m1: (S, N) model evaluations per sample, on m1.
+        evaluations_m2: (S, N) the same on m2.
+        seeds: the inversion seeds, one per row of the (S, N) fields.
+        layer1: m1's layer, resolved (a str or a :class:`~stir_lib.features.Layer`).
+        layer2: m2's layer, resolved.
+        method: the inversion's method ("reference" or "fast").
+        seed_kind: the kind of start of the inversions.
+        n: the number of inputs, N = len(X).
+        iris_m1: with ``stir(..., return_iris=True)``, the IRIs found on m1, an (S, N, ...)
+            tensor (one slice per seed, on the CPU); else None.
+        iris_m2: the same for m2.
+        image_interval: with ``stir(..., bootstrap=B)``, an :class:`Interval` over images
+            for each of "m2_given_m1", "m1_given_m2" and "cka"; else None. (The spread
+            over inversion seeds is each Score's std.)
 
     Results compare equal field by field (tensors by value). :meth:`save` writes one to a
     file and :meth:`load` reads it back, equal.
