@@ -329,3 +329,63 @@ def test_memo_keeps_every_set_of_tensors(monkeypatch):
         assert cache.fingerprint(a) == fa and cache.fingerprint(b) == fb
         assert cache.fingerprint(a, b) != fa
     assert len(calls) == 3
+
+
+# ----------------------------------------------------------------------------- code in identity
+class _Twice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return 2 * self.lin(x)
+
+
+class _Thrice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return 3 * self.lin(x)
+
+
+def _sha(text: str) -> str:
+    import hashlib
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_the_identity_follows_the_code_of_forward():
+    """Same weights and parameter names, another forward: another identity; the code part
+    is 8 hex digits of a hash over every module class and its forward's source."""
+    import inspect
+    import types
+    torch.manual_seed(0)
+    a = _Twice()
+    b = _Thrice()
+    b.load_state_dict(a.state_dict())
+    ida, idb = cache.model_identity(a), cache.model_identity(b)
+    assert ida.startswith("weights:") and ida != idb
+    code = ida.rsplit("-", 1)[1]
+    assert len(code) == 8 and int(code, 16) >= 0
+    assert cache.model_identity(_Twice().requires_grad_(False)) != ida      # other weights
+    again = _Twice()
+    again.load_state_dict(a.state_dict())
+    assert cache.model_identity(again) == ida                                # same code, weights
+    assert cache._forward_hash(_Twice.forward) == _sha(inspect.getsource(_Twice.forward))
+    assert cache._forward_hash(a.forward) == cache._forward_hash(_Twice.forward)  # bound
+    again.forward = types.MethodType(_Thrice.forward, again)                 # set on an instance
+    assert cache.model_identity(again) != ida
+
+
+def test_a_forward_without_source_is_named_by_its_qualified_name():
+    ns: dict = {}
+    exec("import torch\n"
+         "class Gen(torch.nn.Module):\n"
+         "    def forward(self, x):\n"
+         "        return x\n", ns)
+    fwd = ns["Gen"].forward
+    want = _sha(f"{fwd.__module__}.{fwd.__qualname__}")
+    assert cache._forward_hash(fwd) == want and cache._forward_hash(fwd) == want   # memo too
+    assert cache._forward_hash(len) == _sha("builtins.len")     # no weak reference, no source
+    assert cache.model_identity(ns["Gen"]()) != cache.model_identity(nn.Identity())
