@@ -153,7 +153,7 @@ def prepare(name: str, files: list[str], tests: list[str]) -> Path:
     work.mkdir(parents=True)
     shutil.copytree(ROOT / "stir_lib", work / "stir_lib", ignore=_IGNORE)
     shutil.copytree(ROOT / "tests", work / "tests", ignore=_IGNORE)
-    for extra in ("book", "notebooks", "_config.yml", "_toc.yml", "requirements",
+    for extra in ("book", "notebooks", "benchmarks", "_config.yml", "_toc.yml", "requirements",
                   "environment.yml", "README.md"):
         src = ROOT / extra
         if src.is_dir():
