@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -353,7 +354,7 @@ def lbfgs_min_distortion(model: nn.Module, x: torch.Tensor, target: torch.Tensor
     c_kept = torch.full((len(x),), float("nan"), device=x.device)
     evals = 0
     pbar = bar(total=len(x) * search_steps, desc="L-BFGS attack", progress=progress)
-    f64 = dict(dtype=torch.float64, device=dev)
+    f64: dict[str, Any] = dict(dtype=torch.float64, device=dev)
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size].to(dev)
         tb = target[start:start + batch_size].to(dev)

@@ -76,12 +76,13 @@ def reinitialised(model: nn.Module, seed: int = 0) -> nn.Module:
     _check_model(model)
     check_int(seed, "seed", minimum=0)
     work = copy.deepcopy(model).cpu()
-    covered = set()
+    covered: set[int] = set()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for m in work.modules():
-            if callable(getattr(m, "reset_parameters", None)):
-                m.reset_parameters()
+            reset = getattr(m, "reset_parameters", None)
+            if callable(reset):
+                reset()
                 covered.update(id(p) for p in m.parameters(recurse=False))
     names = [n for n, p in work.named_parameters()]
     kept = [n for n, p in work.named_parameters() if id(p) not in covered]
@@ -105,13 +106,18 @@ def reinitialised(model: nn.Module, seed: int = 0) -> nn.Module:
 class Baselines:
     """Output of :func:`stir_baselines`: the scores and, from the same IRIs, their baselines.
 
-    result: the :class:`~stir_lib.stir.STIRResult` itself (as :func:`~stir_lib.stir.stir`
-        returns it for the same arguments).
-    random_m2_given_m1: STIR(m2~ | m1): m2 re-initialised (seed ``init_seed``) scores
-        m1's IRIs; random_m1_given_m2 likewise. None unless "random" was asked for.
-    permuted_m2_given_m1: m2 scores m1's IRIs paired with other images of the same class
-        (``permutation``); permuted_m1_given_m2 likewise. None unless "permutation".
-    permutation: the within-class permutation used (N,), or None.
+    Attributes:
+        result: the :class:`~stir_lib.stir.STIRResult` itself (as :func:`~stir_lib.stir.stir`
+            returns it for the same arguments).
+        random_m2_given_m1: STIR(m2~ | m1): m2 re-initialised (seed ``init_seed``) scores
+            m1's IRIs. None unless "random" was asked for.
+        random_m1_given_m2: STIR(m1~ | m2), likewise.
+        permuted_m2_given_m1: m2 scores m1's IRIs paired with other images of the same
+            class (``permutation``). None unless "permutation" was asked for.
+        permuted_m1_given_m2: likewise, m1 scoring m2's IRIs.
+        init_seed: the seed of the re-initialisation.
+        permutation_seed: the seed of the within-class permutation.
+        permutation: the within-class permutation used (N,), or None.
     """
     result: STIRResult
     random_m2_given_m1: Score | None
@@ -209,13 +215,16 @@ def stir_baselines(m1: nn.Module, m2: nn.Module, X: torch.Tensor | Iterable[Any]
     result, run = _stir(m1, m2, X, keep_rows=permute, extra=extra, **opts)
     rand = {d: Score(tuple(run.values[f"random_{d}"])) if "random" in baselines else None
             for d in ("m2_given_m1", "m1_given_m2")}
-    perm, permuted = None, {"m2_given_m1": None, "m1_given_m2": None}
+    perm = None
+    permuted: dict[str, Score | None] = {"m2_given_m1": None, "m1_given_m2": None}
     if permute:
         labels = y if y is not None else run.labels
         if not isinstance(labels, torch.Tensor) or len(labels) != run.n:
             raise ValueError(f"y: expected one label per image of X ({run.n}), got "
                              f"{len(labels) if isinstance(labels, torch.Tensor) else labels!r}")
         perm = within_class_permutation(labels, permutation_seed)
+        if run.rows is None:
+            raise RuntimeError("stir_baselines: the pass over X kept no rows to permute")
         for d in permuted:
             rx, ris = run.rows[d]
             permuted[d] = Score(tuple(_score(opts["cka"], rx, ri[perm]) for ri in ris))

@@ -358,6 +358,8 @@ def layer_output(model: nn.Module, x: torch.Tensor, layer: LayerSpec) -> torch.T
     :func:`first_call` for reading it fast once it is known to run once.
     """
     if isinstance(model, ImageModel):
+        if not isinstance(layer, str):         # resolve_layer refuses a Layer for an ImageModel
+            raise TypeError(f"layer: an ImageModel is read by stage name, got {layer!r}")
         return model.features(x, layer)
     if isinstance(layer, str):
         layer = Layer(layer)

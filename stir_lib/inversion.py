@@ -56,9 +56,11 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from . import cache, features, threads
 from .attacks import eval_mode
@@ -99,8 +101,8 @@ def _rep(model, x: torch.Tensor, layer: features.LayerSpec,
     return h.flatten(1)
 
 
-def representation(model, x: torch.Tensor, layer: features.LayerSpec | None = None, *,
-                   spatial: str = "flatten", box=(0.0, 1.0),
+def representation(model: nn.Module, x: torch.Tensor, layer: features.LayerSpec | None = None, *,
+                   spatial: str = "flatten", box: Sequence[float] = (0.0, 1.0),
                    batch_size: int = 1000) -> torch.Tensor:
     """The representation m(x) used by inversion and STIR, (N, D).
 
@@ -132,9 +134,9 @@ def _distance(read, z, target, target_norm) -> torch.Tensor:
     return (read(z) - target).norm(dim=1) / target_norm
 
 
-def relative_distance(model, x_prime: torch.Tensor, x: torch.Tensor,
+def relative_distance(model: nn.Module, x_prime: torch.Tensor, x: torch.Tensor,
                       layer: features.LayerSpec | None = None, *, spatial: str = "flatten",
-                      box=(0.0, 1.0),
+                      box: Sequence[float] = (0.0, 1.0),
                       batch_size: int = 1000) -> torch.Tensor:
     """Per-sample ||m(x') - m(x)||_2 / ||m(x)||_2, eq. (1), shape (N,).
 
@@ -146,9 +148,8 @@ def relative_distance(model, x_prime: torch.Tensor, x: torch.Tensor,
     if x_prime.shape != x.shape:
         raise ValueError(f"x_prime: expected the shape of x {tuple(x.shape)}, got "
                          f"{tuple(x_prime.shape)}; pass one x' per x")
-    kw = dict(spatial=spatial, box=box, batch_size=batch_size)
-    r = representation(model, x, layer, **kw)
-    rp = representation(model, x_prime, layer, **kw)
+    r = representation(model, x, layer, spatial=spatial, box=box, batch_size=batch_size)
+    rp = representation(model, x_prime, layer, spatial=spatial, box=box, batch_size=batch_size)
     return (rp - r).norm(dim=1) / r.norm(dim=1).clamp_min(_EPS)
 
 
@@ -162,7 +163,7 @@ def _derangement(n: int, g: torch.Generator) -> torch.Tensor:
 
 
 def seeds(kind: str, x: torch.Tensor, seed: int = 0, pool: torch.Tensor | None = None,
-          box=(0.0, 1.0)) -> torch.Tensor:
+          box: Sequence[float] = (0.0, 1.0)) -> torch.Tensor:
     """Starting points x'_0 for the inversion of ``x``, same shape, in ``box`` (default [0, 1]).
 
     Kinds:
@@ -376,11 +377,11 @@ def inversion_key(identity: str, x: torch.Tensor, layer: features.LayerSpec, *, 
             "code": cache.code_version(sys.modules[__name__], features)}
 
 
-def invert(model, x: torch.Tensor, layer: features.LayerSpec | None = None, *,
+def invert(model: nn.Module, x: torch.Tensor, layer: features.LayerSpec | None = None, *,
            seed_kind: str = "noise", method: str = "reference", steps: int | None = None,
            step_size: float | None = None, seed: int = 0, pool: torch.Tensor | None = None,
            start: torch.Tensor | None = None, tol: float = 0.1, patience: int = 10,
-           spatial: str = "flatten", box=(0.0, 1.0), use_cache: bool = False,
+           spatial: str = "flatten", box: Sequence[float] = (0.0, 1.0), use_cache: bool = False,
            batch_size: int = 500, progress: bool | None = None) -> InversionResult:
     """Identically represented inputs: argmin over x' in the box of eq. (1), per sample.
 

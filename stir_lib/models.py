@@ -19,6 +19,7 @@ from __future__ import annotations
 import fnmatch
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,7 +58,7 @@ def resolve_device(device=None) -> torch.device:
 
 def device_of(module: nn.Module) -> torch.device:
     """The device of a module's first parameter (else first buffer; else the CPU)."""
-    p = next(module.parameters(), None)
+    p: torch.Tensor | None = next(module.parameters(), None)
     if p is None:
         p = next(module.buffers(), None)
     return p.device if p is not None else torch.device("cpu")
@@ -86,7 +87,10 @@ class ImageModel(nn.Module):
         mean, std: per-channel normalisation applied inside; None for none.
     """
 
-    def __init__(self, stages: Sequence[tuple[str, nn.Module]], head: nn.Module,
+    head: nn.Linear
+    body: nn.Sequential
+
+    def __init__(self, stages: Sequence[tuple[str, nn.Module]], head: nn.Linear,
                  input_shape: Sequence[int], mean=None, std=None):
         super().__init__()
         self.input_shape = tuple(input_shape)
@@ -115,17 +119,17 @@ class ImageModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(x))
 
-    def features(self, x: torch.Tensor, layers: str | Sequence[str]):
+    def features(self, x: torch.Tensor, layers: str | Sequence[str]) -> Any:
         """Read named stages out in one pass.
 
         Returns one tensor for one name, else a dict name -> tensor. Stages after
         the last requested one are not run.
         """
+        names: list[str] = [layers] if isinstance(layers, str) else list(layers)
         single = isinstance(layers, str)
-        names = [layers] if single else list(layers)
         for name in names:
             check_choice(name, "layer", self.layer_names)
-        wanted, out = set(names), {}
+        wanted, out = set(names), dict[str, torch.Tensor]()
         h = self.normalize(x)
         for name, stage in self.body.named_children():
             if not wanted - out.keys():
@@ -337,7 +341,7 @@ register_model("resnet_small", "a narrow 4-stage ResNet (one block a stage) for 
     lambda width=16, input_shape=MNIST_SHAPE, **kw: resnet((1, 1, 1, 1), width=width,
                                                            input_shape=input_shape, **kw))
 
-_VGG_CFG = {
+_VGG_CFG: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
               512, 512, 512, "M"],
@@ -352,9 +356,11 @@ def vgg(cfg: str, num_classes: int = 10, width_mult: float = 1.0,
 
     Stages: ``block1``..``block5`` (4-D), ``pool`` (flatten to (N, 512)).
     """
-    c, stages, layers = input_shape[0], [], []
+    c = input_shape[0]
+    stages: list[tuple[str, nn.Module]] = []
+    layers: list[nn.Module] = []
     for v in _VGG_CFG[cfg]:
-        if v == "M":
+        if isinstance(v, str):                      # "M": a pooling closes the block
             layers.append(nn.MaxPool2d(2))
             stages.append((f"block{len(stages) + 1}", nn.Sequential(*layers)))
             layers = []
@@ -402,7 +408,7 @@ def _load_tv(tv: nn.Module, state: dict, what: str, source: str) -> None:
     tv.load_state_dict(state, strict=False)   # only the optional counters can be absent
 
 
-def wrap_torchvision_alexnet(tv: nn.Module, input_shape: Sequence[int] = IMAGENET_SHAPE,
+def wrap_torchvision_alexnet(tv: Any, input_shape: Sequence[int] = IMAGENET_SHAPE,
                              mean=IMAGENET_MEAN, std=IMAGENET_STD) -> ImageModel:
     """torchvision's AlexNet as an :class:`ImageModel`, sharing its modules.
 
@@ -467,7 +473,7 @@ IMAGENET_RESNETS = {
 }
 
 
-def wrap_torchvision_resnet(tv: nn.Module, input_shape: Sequence[int] = IMAGENET_SHAPE,
+def wrap_torchvision_resnet(tv: Any, input_shape: Sequence[int] = IMAGENET_SHAPE,
                             mean=IMAGENET_MEAN, std=IMAGENET_STD) -> ImageModel:
     """A torchvision ResNet as an :class:`ImageModel`, sharing its modules.
 

@@ -300,7 +300,8 @@ def _unbiased_hsic_terms(Xc: torch.Tensor, Yc: torch.Tensor,
 
 @torch.no_grad()
 @threads.parallel
-def linear_cka(X, Y, *, form: str = "auto") -> float:
+def linear_cka(X: torch.Tensor | np.ndarray, Y: torch.Tensor | np.ndarray, *,
+               form: str = "auto") -> float:
     """Linear CKA of Kornblith et al. (2019) between X (n, d1) and Y (n, d2).
 
     With column-centred Xc, Yc, two equal expressions (Kornblith et al., section 3):
@@ -362,7 +363,8 @@ def _rbf_gram(X: torch.Tensor, threshold: float, name: str) -> torch.Tensor:
 
 @torch.no_grad()
 @threads.parallel
-def rbf_cka(X, Y, threshold: float = 1.0) -> float:
+def rbf_cka(X: torch.Tensor | np.ndarray, Y: torch.Tensor | np.ndarray,
+            threshold: float = 1.0) -> float:
     """CKA with Gaussian (RBF) kernels, Kornblith et al. (2019), section 3.
 
     k(x_i, x_j) = exp(-||x_i - x_j||^2 / (2 sigma^2)), with the bandwidth rule of
@@ -398,7 +400,7 @@ def rbf_cka(X, Y, threshold: float = 1.0) -> float:
 
 @torch.no_grad()
 @threads.parallel
-def hsic_unbiased(K, L) -> float:
+def hsic_unbiased(K: torch.Tensor | np.ndarray, L: torch.Tensor | np.ndarray) -> float:
     """Unbiased HSIC estimator HSIC_1 of Song et al. (2012), from two Gram matrices.
 
     With K~, L~ the Grams with zeroed diagonals and 1 the ones vector,
@@ -446,7 +448,8 @@ def _cka_from_hsic(hxy: float, hxx: float, hyy: float) -> float:
 
 @torch.no_grad()
 @threads.parallel
-def debiased_cka(X, Y, *, form: str = "auto") -> float:
+def debiased_cka(X: torch.Tensor | np.ndarray, Y: torch.Tensor | np.ndarray, *,
+                 form: str = "auto") -> float:
     """Debiased linear CKA: eq. (1) with the unbiased HSIC of Song et al. (2012).
 
     Equivalent to Kornblith et al.'s (2019) notebook `cka(..., debiased=True)`,

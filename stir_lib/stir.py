@@ -154,14 +154,16 @@ def _run(m1: nn.Module, m2: nn.Module, X, *, layer1: features.LayerSpec, layer2:
         starts = [stir_batches.Starts(seed_kind, s, pool, box) for s in seeds]
         items = stir_batches.with_rest(stir_batches.batches(X))
     scorers = {"m2_given_m1": (m2, layer2, 1), "m1_given_m2": (m1, layer1, 2), **(extra or {})}
-    rk = dict(spatial=spatial, box=box, batch_size=batch_size)
-    kw = dict(method=method, steps=steps, step_size=step_size, spatial=spatial, box=box,
+    rk: dict[str, Any] = dict(spatial=spatial, box=box, batch_size=batch_size)
+    kw: dict[str, Any] = dict(method=method, steps=steps, step_size=step_size, spatial=spatial, box=box,
               batch_size=batch_size, progress=progress)
     sums = {name: [LinearCKASums() for _ in seeds] for name in scorers}
     cka_sums = LinearCKASums()
     values: dict[str, list[float]] = {name: [] for name in scorers}
-    per_seed = {key: [[] for _ in seeds] for key in ("d1", "d2", "e1", "e2", "i1", "i2")}
-    rows = {name: ([], [[] for _ in seeds]) for name in scorers}
+    per_seed: dict[str, list[list[torch.Tensor]]] = {
+        key: [[] for _ in seeds] for key in ("d1", "d2", "e1", "e2", "i1", "i2")}
+    rows: dict[str, tuple[list[torch.Tensor], list[list[torch.Tensor]]]] = {
+        name: ([], [[] for _ in seeds]) for name in scorers}
     n, labels, cka_value = 0, [], float("nan")
     with ExitStack() as stack:
         for m in {id(m): m for m, _, _ in scorers.values()}.values():
@@ -307,6 +309,8 @@ def _result(run: _Run, *, seeds, layer1, layer2, method, seed_kind, bootstrap: i
             level: float = 0.95, bootstrap_seed: int = 0) -> STIRResult:
     interval = None
     if bootstrap:
+        if run.rows is None:
+            raise RuntimeError("stir: the pass over X kept no rows for the bootstrap")
         interval = _image_intervals({k: run.rows[k] for k in SCORES}, bootstrap, level,
                                     bootstrap_seed)
     return STIRResult(m2_given_m1=Score(tuple(run.values["m2_given_m1"])),
@@ -475,7 +479,7 @@ def stir_matrix(models: Mapping[str, nn.Module], X: torch.Tensor, *,
                          f"{unknown}")
     lay = {n: resolve_layer(models[n], layers.get(n), f"layers[{n!r}]") for n in names}
     seeds = _check_seeds(seeds)
-    rk = dict(spatial=spatial, box=box, batch_size=batch_size)
+    rk: dict[str, Any] = dict(spatial=spatial, box=box, batch_size=batch_size)
     k = len(names)
     S = np.zeros((len(seeds), k, k))                       # (seeds, reference, scored)
     C = np.zeros((k, k))
@@ -503,7 +507,7 @@ def stir_matrix(models: Mapping[str, nn.Module], X: torch.Tensor, *,
         return pd.DataFrame(a, index=pd.Index(names, name="reference"),
                             columns=pd.Index(names, name="scored by"))
 
-    out = (frame(S.mean(0)), frame(C))
+    out: tuple[Any, ...] = (frame(S.mean(0)), frame(C))
     if return_std:
         out += (frame(S.std(0, ddof=1) if len(seeds) > 1 else np.full((k, k), np.nan)),)
     if return_iris:

@@ -35,7 +35,7 @@ import ctypes.util
 import functools
 import warnings
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
@@ -100,7 +100,7 @@ class Starts:
     """
 
     def __init__(self, kind: str, seed: int, pool: torch.Tensor | None = None,
-                 box=(0.0, 1.0)):
+                 box: Sequence[float] = (0.0, 1.0)) -> None:
         check_choice(kind, "seed_kind (X given as batches)", BATCH_SEED_KINDS)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
@@ -117,6 +117,7 @@ class Starts:
     def take(self, x: torch.Tensor, rest: int | None) -> torch.Tensor:
         shape, n, g = x.shape, len(x), self.g
         if self.kind == "pool":
+            assert self.pool is not None            # checked in __init__
             if tuple(self.pool.shape[1:]) != tuple(shape[1:]):
                 raise ValueError(f"pool: expected images of shape (M, "
                                  f"{', '.join(map(str, shape[1:]))}), got {tuple(self.pool.shape)}")

@@ -127,7 +127,7 @@ class STIRResult:
                 return False
         return True
 
-    __hash__ = None     # mutable tensors inside: not hashable
+    __hash__ = None  # type: ignore[assignment]   # mutable tensors inside: not hashable
 
     def save(self, path: str | Path) -> None:
         """Write every field to ``path``: one ``torch.save`` file of tensors, numbers and

@@ -42,7 +42,9 @@ from __future__ import annotations
 import functools
 import os
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
 
 import torch
 
@@ -82,9 +84,9 @@ def _read() -> tuple[float, float, float] | None:
 class _Meter:
     """Cores used by *other* processes, from counter differences between two readings."""
 
-    def __init__(self):
-        self.last = None
-        self.value = None       # last measured free cores
+    def __init__(self) -> None:
+        self.last: tuple[float, float, float] | None = None
+        self.value: int | None = None       # last measured free cores
         self.when = -1e9
 
     def free(self) -> int:
@@ -99,6 +101,9 @@ class _Meter:
             self.last = cur
             time.sleep(_MIN_INTERVAL)
             cur = _read()
+            if cur is None or self.last is None:         # /proc/stat went away meanwhile
+                self.value, self.when = _cores(), now
+                return self.value
         dt = cur[0] - self.last[0]
         hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         others = max(0.0, ((cur[1] - self.last[1]) - (cur[2] - self.last[2])) / hz / dt)
@@ -202,10 +207,15 @@ def use(kind: str):
             torch.set_num_threads(before)
 
 
-def parallel(fn):
-    """Decorator: run ``fn`` inside ``use("parallel")`` (for library entry points)."""
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def parallel(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Decorator: run ``fn`` inside ``use("parallel")`` (for library entry points); the
+    signature is kept (for type checkers too)."""
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         with use("parallel"):
             return fn(*args, **kwargs)
     return wrapper

@@ -8,7 +8,6 @@ source of this module, :mod:`stir_lib.models` and :mod:`stir_lib.attacks`.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import sys
