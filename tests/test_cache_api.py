@@ -350,12 +350,20 @@ class _Thrice(nn.Module):
         return 3 * self.lin(x)
 
 
+@pytest.fixture
+def no_memo(monkeypatch):
+    """An empty memo of forward digests (another test, or the process this one was forked
+    from, may have filled it: the digests below must be computed here)."""
+    import weakref
+    monkeypatch.setattr(cache, "_SOURCES", weakref.WeakKeyDictionary())
+
+
 def _sha(text: str) -> str:
     import hashlib
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def test_the_identity_follows_the_code_of_forward():
+def test_the_identity_follows_the_code_of_forward(no_memo, monkeypatch):
     """Same weights and parameter names, another forward: another identity; the code part
     is 8 hex digits of a hash over every module class and its forward's source."""
     import inspect
@@ -376,9 +384,11 @@ def test_the_identity_follows_the_code_of_forward():
     assert cache._forward_hash(a.forward) == cache._forward_hash(_Twice.forward)  # bound
     again.forward = types.MethodType(_Thrice.forward, again)                 # set on an instance
     assert cache.model_identity(again) != ida
+    monkeypatch.setattr(_Twice, "forward", _Thrice.forward)                  # the class edited
+    assert cache.model_identity(a) != ida
 
 
-def test_a_forward_without_source_is_named_by_its_qualified_name():
+def test_a_forward_without_source_is_named_by_its_qualified_name(no_memo):
     ns: dict = {}
     exec("import torch\n"
          "class Gen(torch.nn.Module):\n"
@@ -387,5 +397,10 @@ def test_a_forward_without_source_is_named_by_its_qualified_name():
     fwd = ns["Gen"].forward
     want = _sha(f"{fwd.__module__}.{fwd.__qualname__}")
     assert cache._forward_hash(fwd) == want and cache._forward_hash(fwd) == want   # memo too
-    assert cache._forward_hash(len) == _sha("builtins.len")     # no weak reference, no source
+    assert cache._forward_hash(len) == _sha("builtins.len")                 # no source
+    import operator
+    getter = operator.itemgetter(0)        # no weak reference, no qualified name: its repr
+    assert cache._forward_hash(getter) == _sha("operator.operator.itemgetter(0)")
+    bound = (1).__add__                    # no weak reference, no module
+    assert cache._forward_hash(bound) == _sha(".int.__add__")
     assert cache.model_identity(ns["Gen"]()) != cache.model_identity(nn.Identity())
