@@ -169,6 +169,7 @@ def _write_config(work: Path, files: list[str], tests: list[str]) -> None:
     text = (ROOT / "pyproject.toml").read_text()
     text += "\n[tool.mutmut]\n"
     text += 'source_paths = ["stir_lib"]\n'
+    text += 'also_copy = ["benchmarks"]\n'             # a STIR test runs the memory benchmark
     text += f"only_mutate = {files!r}\n".replace("'", '"')
     text += f"pytest_add_cli_args_test_selection = {tests!r}\n".replace("'", '"')
     text += "pytest_add_cli_args = [\"-p\", \"no:cacheprovider\", \"-x\"]\n"
