@@ -64,6 +64,11 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "cache": (["stir_lib/cache.py"], ["tests/test_cache.py", "tests/test_cache_api.py"]),
 }
 
+# Tests left out of mutation runs, with the reason: the peak memory of fresh processes
+# (benchmarks/stir_memory.py) grows with N under mutmut, whose trampolines record every
+# call of the library in those processes too; it passes, and is run, in the plain suite.
+NOT_UNDER_MUTMUT = ["tests/test_stir_surface.py::test_memory_of_a_loader_does_not_grow_with_n"]
+
 # Lines (regular expressions) whose whole statement is never mutated.
 DO_NOT_MUTATE = [
     r"^\s*raise\s",            # an error's message; the condition that raises it is mutated
@@ -169,10 +174,10 @@ def _write_config(work: Path, files: list[str], tests: list[str]) -> None:
     text = (ROOT / "pyproject.toml").read_text()
     text += "\n[tool.mutmut]\n"
     text += 'source_paths = ["stir_lib"]\n'
-    text += 'also_copy = ["benchmarks"]\n'             # a STIR test runs the memory benchmark
     text += f"only_mutate = {files!r}\n".replace("'", '"')
     text += f"pytest_add_cli_args_test_selection = {tests!r}\n".replace("'", '"')
-    text += "pytest_add_cli_args = [\"-p\", \"no:cacheprovider\", \"-x\"]\n"
+    args = ["-p", "no:cacheprovider", "-x"] + [a for t in NOT_UNDER_MUTMUT for a in ("--deselect", t)]
+    text += f"pytest_add_cli_args = {args!r}\n".replace("'", '"')
     patterns = ", ".join("'" + p + "'" for p in DO_NOT_MUTATE)
     text += f"do_not_mutate_patterns = [{patterns}]\n"
     (work / "pyproject.toml").write_text(text)
