@@ -585,5 +585,6 @@ def test_public_arguments_are_typed():
         missing = [p.name for p in params if p.name not in hints]
         assert not missing and "return" in hints, (fn.__name__, missing)
     assert typing.get_type_hints(stir)["m1"] is nn.Module
-    assert math.isclose(stir.__kwdefaults__["level"], 0.95)
-    assert stir.__kwdefaults__["use_cache"] is False and stir.__kwdefaults__["bootstrap"] == 0
+    defaults = {n: p.default for n, p in inspect.signature(stir).parameters.items()}
+    assert math.isclose(defaults["level"], 0.95)
+    assert defaults["use_cache"] is False and defaults["bootstrap"] == 0
