@@ -226,6 +226,7 @@ def get_or_create(kind: str, config: Any, create: Callable[[], Any], *,
                 break
             winner = _load(path)     # another job finished first: use its entry
             if winner is not None:
+                checkpoint_path(kind, config).unlink(missing_ok=True)   # ours, if we wrote one
                 return winner
         else:
             raise OSError(f"cache: could not publish {path} (a corrupt entry keeps reappearing)")

@@ -273,13 +273,21 @@ def test_time_and_temporary_of_a_new_entry(root, monkeypatch):
 
 
 def test_a_writer_that_loses_the_race_returns_the_winners_entry(root, monkeypatch):
+    """Two jobs compute one entry; the other publishes first (and removes the checkpoint it
+    found), after which ours still wrote its last checkpoint: ours returns the winner's
+    entry and leaves no checkpoint behind."""
+    ck = cache.checkpoint_path("k", {"r": 1})
+
     def other_writer_first(tmp, path):
         monkeypatch.setattr(cache, "_publish", real)
         cache.get_or_create("k", {"r": 1}, lambda: "winner")   # publishes first
+        ck.write_bytes(b"our state after an epoch")            # written after the winner's end
         return False
     real = cache._publish
     monkeypatch.setattr(cache, "_publish", other_writer_first)
     assert cache.get_or_create("k", {"r": 1}, lambda: "loser") == "winner"
+    assert not ck.exists()
+    assert [p.name for p in (root / "k").iterdir()] == [cache.config_key("k", {"r": 1})]
 
 
 @pytest.mark.filterwarnings("ignore:cache entry .* is corrupt or incomplete")
