@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -197,13 +197,9 @@ def seeds(kind: str, x: torch.Tensor, seed: int = 0, pool: torch.Tensor | None =
         raise ValueError(f"box: expected (low, high) with low < high, got {tuple(box)}")
     g = torch.Generator().manual_seed(seed)
     shape, n = x.shape, x.shape[0]
-    if kind == "noise":
-        out = torch.randn(shape, generator=g, device="cpu").clamp_(0, 1)
-    elif kind == "uniform":
-        out = torch.rand(shape, generator=g, device="cpu")
-    elif kind == "constant":
-        out = torch.rand((n,) + (1,) * (x.ndim - 1), generator=g, device="cpu").expand(shape).clone()
-    elif kind == "shuffle":
+    if kind in ("noise", "uniform", "constant"):
+        return _in_box(_unit_starts(kind, shape, g), lo, hi, x)
+    if kind == "shuffle":
         if n < 2:
             raise ValueError(f"seed_kind='shuffle': expected at least 2 images to shuffle, "
                              f"got {n}; use seed_kind='noise' or 'pool'")
@@ -217,10 +213,35 @@ def seeds(kind: str, x: torch.Tensor, seed: int = 0, pool: torch.Tensor | None =
                              f", got {getattr(pool, 'shape', type(pool).__name__)}")
         if len(pool) == 0:
             raise ValueError("pool: expected at least one image, got an empty batch")
-        idx = torch.randint(len(pool), (n,), generator=g, device="cpu")
-        return pool[idx.to(pool.device)].to(device=x.device, dtype=x.dtype).clone()
+        return _pool_starts(pool, n, g, x)
+
+
+# The draws behind seeds(), shared with stir_batches.Starts, which continues them batch by
+# batch on one generator: every kind draws value after value (an image index for "pool").
+def _unit_starts(kind: str, shape: torch.Size, g: torch.Generator,
+                 normal: Callable[[torch.Size], torch.Tensor] | None = None) -> torch.Tensor:
+    """Starts of kind "noise", "uniform" or "constant" in [0, 1], drawn on the CPU from ``g``
+    (``normal(shape)``: the standard normals of "noise"; default ``torch.randn`` from g)."""
+    if kind == "noise":
+        z = normal(shape) if normal is not None else torch.randn(shape, generator=g, device="cpu")
+        return z.clamp_(0, 1)
+    if kind == "uniform":
+        return torch.rand(shape, generator=g, device="cpu")
+    return torch.rand((shape[0],) + (1,) * (len(shape) - 1), generator=g,
+                      device="cpu").expand(shape).clone()
+
+
+def _pool_starts(pool: torch.Tensor, n: int, g: torch.Generator,
+                 like: torch.Tensor) -> torch.Tensor:
+    """``n`` images drawn uniformly with replacement from ``pool``, on ``like``'s device and dtype."""
+    idx = torch.randint(len(pool), (n,), generator=g, device="cpu")
+    return pool[idx.to(pool.device)].to(device=like.device, dtype=like.dtype).clone()
+
+
+def _in_box(out: torch.Tensor, lo: float, hi: float, like: torch.Tensor) -> torch.Tensor:
+    """[0, 1] draws mapped to [lo, hi] (lo + (hi - lo) u), on ``like``'s device and dtype."""
     out = lo + (hi - lo) * out if (lo, hi) != (0.0, 1.0) else out
-    return out.to(device=x.device, dtype=x.dtype)
+    return out.to(device=like.device, dtype=like.dtype)
 
 
 # --------------------------------------------------------------------------- inversion

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
+from .inversion import _in_box, _pool_starts, _unit_starts
 from .validation import check_choice
 
 __all__ = ["BATCH_SEED_KINDS", "Starts", "batches", "with_rest", "draws_match", "check_draws",
@@ -115,24 +116,16 @@ class Starts:
         self.total: int | None = None            # the number of values, once known
 
     def take(self, x: torch.Tensor, rest: int | None) -> torch.Tensor:
-        shape, n, g = x.shape, len(x), self.g
+        shape = x.shape
         if self.kind == "pool":
             assert self.pool is not None            # checked in __init__
             if tuple(self.pool.shape[1:]) != tuple(shape[1:]):
                 raise ValueError(f"pool: expected images of shape (M, "
                                  f"{', '.join(map(str, shape[1:]))}), got {tuple(self.pool.shape)}")
-            idx = torch.randint(len(self.pool), (n,), generator=g, device="cpu")
-            return self.pool[idx.to(self.pool.device)].to(device=x.device, dtype=x.dtype).clone()
-        if self.kind == "noise":
-            out = self._normal(x.numel(), rest).view(shape).clamp_(0, 1)
-        elif self.kind == "uniform":
-            out = torch.rand(shape, generator=g, device="cpu")
-        else:  # constant
-            out = torch.rand((n,) + (1,) * (x.ndim - 1), generator=g,
-                             device="cpu").expand(shape).clone()
-        if (self.lo, self.hi) != (0.0, 1.0):
-            out = self.lo + (self.hi - self.lo) * out
-        return out.to(device=x.device, dtype=x.dtype)
+            return _pool_starts(self.pool, len(x), self.g, x)
+        out = _unit_starts(self.kind, shape, self.g,
+                           normal=lambda s: self._normal(x.numel(), rest).view(s))
+        return _in_box(out, self.lo, self.hi, x)
 
     # ----------------------------------------------------------------- "noise"
     def _normal(self, k: int, rest: int | None) -> torch.Tensor:

@@ -71,3 +71,16 @@ def fresh_cache(tmp_path, monkeypatch):
     root = tmp_path / "cache"
     monkeypatch.setenv("STIR_CACHE", str(root))
     return root
+
+
+@pytest.fixture
+def two_threads():
+    """torch at 2 threads for the test (this session runs at 1), restored after, and the
+    library's thread management back to its default (a test may switch it off)."""
+    from stir_lib import threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+    threads.manage(None)

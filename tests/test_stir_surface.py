@@ -336,15 +336,6 @@ def _thread_counts(model):
     return seen
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-    threads.manage(None)
-
-
 def test_stir_and_invert_restore_the_thread_count(monkeypatch, two_threads):
     monkeypatch.setenv("STIR_THREADS", "1")
     m1, m2, X = mlp(0), mlp(1), images(8)

@@ -13,15 +13,6 @@ from stir_lib.models import create_model
 from stir_lib.training import TrainConfig, train
 
 
-@pytest.fixture
-def two_threads():
-    """torch at 2 threads for the test (conftest runs the session at 1), restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("value, expected", [("1", 1), ("3", 3), (" 2 ", 2)])
 def test_override_fixes_every_kind(monkeypatch, value, expected):
     monkeypatch.setenv("STIR_THREADS", value)
