@@ -6,6 +6,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 SCALE ?= ci
+# The book's chapters run in LANES processes at once, one thread each (STIR_THREADS=1: the
+# results do not then depend on the machine's load); the tests in TEST_WORKERS processes.
+LANES ?= 2
+TEST_WORKERS ?= 2
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -38,10 +42,10 @@ $(STAMP): pyproject.toml requirements/lock.txt Makefile
 	touch $(STAMP)
 
 book: setup
-	$(PY) -m stir_lib.book.run all --scale $(SCALE)
+	$(PY) -m stir_lib.book.run all --scale $(SCALE) --lanes $(LANES)
 
 execute: setup
-	$(PY) -m stir_lib.book.run execute --scale $(SCALE)
+	$(PY) -m stir_lib.book.run execute --scale $(SCALE) --lanes $(LANES)
 
 render: setup
 	$(PY) -m stir_lib.book.run render
@@ -56,7 +60,7 @@ notebook: setup
 	$(PY) -m stir_lib.book.run execute --scale $(SCALE) $(NB)
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -4,11 +4,12 @@
     .venv/bin/python benchmarks/profile_ci.py run --stages chapters,render
     .venv/bin/python benchmarks/profile_ci.py report           # _build/profile/profile.md
 
-``run`` does what ``.ci/run`` does, one stage at a time, and times each stage (set-up, unit
-tests, smoke notebooks, every notebook at ci scale, rendering, the site check, the PDF). Each
-notebook runs under the sampling profiler py-spy (20 samples a second, from outside the
-process, without stopping it: ``--nonblocking``), which sees the papermill kernel as a
-sub-process. The stage times go to ``_build/profile/stages.json`` after every stage, so a run
+``run`` does what ``.ci/run`` does, one stage at a time, and times each stage (set-up, the
+tests with each test's time, the notebooks at ci scale, rendering, the site check, the PDF).
+The notebooks run as ``make book`` runs them (two lanes; ``--lanes 1``: one at a time, each
+timed alone) under the sampling profiler py-spy (20 samples a second, from outside the
+processes, without stopping them: ``--nonblocking``), which follows the lanes and their
+papermill kernels. The stage times go to ``_build/profile/stages.json`` after every stage, so a run
 that is stopped keeps what it measured.
 
 ``report`` turns the samples into seconds per activity (each sample is given to the outermost
@@ -39,7 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 20                                   # py-spy samples per second
-STAGES = ("setup", "tests", "smoke", "chapters", "render", "site", "pdf")
+STAGES = ("setup", "tests", "chapters", "render", "site", "pdf")
 
 # (file suffix, function, activity): the outermost match on a stack names its activity
 ACTIVITIES = (
@@ -110,12 +111,21 @@ def run(args) -> None:
         print(f"[profile] {stage} ...", flush=True)
         if stage == "setup":
             seconds, rc = _run(["make", "setup"], log)
-        elif stage == "tests":
-            seconds, rc = _run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m",
-                                "not smoke", "--durations=30"], log)
-        elif stage == "smoke":
-            seconds, rc = _run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "smoke",
-                                "--durations=0"], log)
+        elif stage == "tests":       # make test's command; each test's time in the log
+            seconds, rc = _run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+                                "--dist", "loadfile", "--durations=0"], log)
+        elif stage == "chapters" and args.lanes > 1:     # as make book: one run, in lanes
+            names = args.notebooks.split(",") if args.notebooks else []
+            seconds, rc = _run([_py_spy(), "record", "-r", str(RATE), "--subprocesses",
+                                "--nonblocking", "-f", "raw", "-o", str(out / "chapters.raw"),
+                                "--", py, "-m", "stir_lib.book.run", "execute", "--scale",
+                                args.scale, "--lanes", str(args.lanes), *names], log, env)
+            timings = ROOT / "_build/executed/timings.json"
+            if timings.exists():
+                for nb, t in json.loads(timings.read_text()).items():
+                    record["notebooks"][nb] = {"seconds": t["seconds"], "rc": 0,
+                                               "lanes": t.get("lanes", 1)}
+            record["lanes"] = args.lanes
         elif stage == "chapters":
             sys.path.insert(0, str(ROOT))
             from stir_lib.paths import toc_notebooks
@@ -164,6 +174,23 @@ def classify(stack: list[str]) -> str:
 def read_samples(path: Path) -> dict[str, Counter]:
     """{"kernel" | "runner": Counter(activity -> samples)} of one notebook's raw file."""
     out: dict[str, Counter] = {"kernel": Counter(), "runner": Counter()}
+    for group, where, activity, n in _samples(path):
+        out[where][activity] += n
+    return out
+
+
+def read_lane_samples(path: Path) -> dict[str, Counter]:
+    """{group of notebooks: Counter(activity -> samples)} of a run in lanes (its kernels'
+    samples; the runners' own under "runner: ...")."""
+    out: dict[str, Counter] = defaultdict(Counter)
+    for group, where, activity, n in _samples(path):
+        out[group][activity if where == "kernel" else f"runner: {activity}"] += n
+    return out
+
+
+def _samples(path: Path):
+    """(group, "kernel" | "runner", activity, samples) of each stack of a raw file; the group
+    is the notebooks named on the command line of the runner above the stack."""
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
@@ -172,8 +199,13 @@ def read_samples(path: Path) -> dict[str, Counter]:
         procs = [p for p in parts if p.startswith("process ")]
         frames = [p for p in parts if not p.startswith("process ")]
         where = "kernel" if procs and "ipykernel" in procs[-1] else "runner"
-        out[where][classify(frames)] += int(count)
-    return out
+        group = "runner"
+        for p in procs:
+            if "--no-summary" in p:
+                group = " ".join(p.split("--no-summary", 1)[1].strip(' "').split())
+            elif "stir_lib.book.run execute" in p and group == "runner":
+                group = "summary pages"
+        yield group, where, classify(frames), int(count)
 
 
 def matmul_rate(n: int = 2048, repeat: int = 5) -> float:
@@ -235,7 +267,32 @@ def report(args) -> None:
     total = sum(v["seconds"] for v in rec["stages"].values())
     lines += [f"| **all** | **{total:.0f}** | **{total / 60:.1f}** |", ""]
 
+    tests_log = out / "tests.log"
+    if tests_log.exists():   # the smoke notebooks' share of the test stage (worker seconds)
+        per = defaultdict(float)
+        for m in re.finditer(r"^([0-9.]+)s (?:call|setup|teardown)\s+tests/(\w+)\.py::(\S+)",
+                             tests_log.read_text(), re.M):
+            kind = ("smoke notebooks" if m[2] in ("test_notebooks", "test_paper_scale")
+                    else "the other tests")
+            per[kind] += float(m[1])
+        lines += ["## The tests (seconds of test time, summed over the two workers)", "",
+                  "| part | seconds |", "|---|---:|"]
+        lines += [f"| {k} | {v:.0f} |" for k, v in sorted(per.items())] + [""]
     acts: dict[str, Counter] = {}
+    if (out / "chapters.raw").exists() and rec.get("lanes", 1) > 1:
+        lines += [f"## Notebooks at ci scale, in {rec['lanes']} lanes", "",
+                  "| notebook | wall (beside the other lane) |", "|---|---:|"]
+        lines += [f"| {nb} | {v['seconds']:.0f} |" for nb, v in rec["notebooks"].items()]
+        lines += ["", "## Seconds by activity, per lane's group of notebooks", ""]
+        groups = read_lane_samples(out / "chapters.raw")
+        names = sorted({a for c in groups.values() for a in c},
+                       key=lambda a: -sum(c[a] for c in groups.values()))
+        lines += ["| group | sampled | " + " | ".join(names) + " |",
+                  "|---|---:|" + "---:|" * len(names)]
+        for g, c in groups.items():
+            lines.append(f"| {g} | {sum(c.values()) / RATE:.0f} | " +
+                         " | ".join(f"{c[a] / RATE:.0f}" for a in names) + " |")
+        lines.append("")
     for nb in rec["notebooks"]:
         raw = out / f"{nb}.raw"
         if raw.exists():
@@ -305,6 +362,8 @@ def main(argv=None) -> None:
     r.add_argument("--keep-cache", action="store_true", help="do not empty the ci cache first")
     r.add_argument("--out", default="_build/profile")
     r.add_argument("--scale", default="ci", help="the notebooks' scale (ci, as .ci/run)")
+    r.add_argument("--lanes", type=int, default=2,
+                   help="chapters at once, as make book (1: each notebook alone, by activity)")
     r.add_argument("--notebooks", default="", help="comma-separated; default every one of _toc.yml")
     q = sub.add_parser("report", help="write _build/profile/profile.md from a run")
     q.add_argument("--out", default="_build/profile")

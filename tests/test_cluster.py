@@ -1,7 +1,7 @@
 """Plans of jobs and their execution through submitit (local executor; SLURM without a cluster).
 
-* the STIR and transfer plans at smoke scale, warmed by two local workers, hold every
-  entry their notebooks need: executing the notebooks afterwards creates no new entry;
+* (that the STIR and transfer plans, warmed by two local workers, hold every entry their
+  notebooks need is tested where the notebooks run: tests/test_notebooks.py);
 * two processes racing for one entry leave one good entry and no temporary folder;
 * a worker killed mid-job leaves no loadable entry, and a second warm completes the plan;
 * ``plan`` lists exactly what is missing;
@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,41 +20,10 @@ from pathlib import Path
 import pytest
 
 from stir_lib import cache, cluster, jobs as J
-from stir_lib.chapters import stir as CS
-from stir_lib.chapters import transfer as CT
 from stir_lib.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def entries(root: Path) -> set[str]:
-    return {str(p.parent.relative_to(root)) for p in root.glob("*/*/meta.json")
-            if not p.parent.name.startswith(".")}
-
-
-@pytest.mark.smoke
-def test_warmed_plans_hold_every_entry_the_notebooks_need(tmp_path, monkeypatch):
-    monkeypatch.setenv("STIR_CACHE", str(tmp_path / "cache"))
-    plan = CS.plan("smoke") + CT.plan("smoke")
-    t0 = time.perf_counter()
-    report = cluster.warm(plan, executor="local", workers=2, folder=tmp_path / "jobs",
-                          progress=False, poll=0.5)
-    assert report.ok, report.failed
-    assert not J.missing(plan)
-    before = entries(tmp_path / "cache")
-    assert len(before) == len({(j.kind, j.key()) for w in J.levels(plan) for j in w})
-    env = {**os.environ, "STIR_ROOT": str(ROOT), "STIR_BUILD": str(tmp_path / "build"),
-           "STIR_RESULTS": str(tmp_path / "results"), "STIR_PROGRESS": "0"}
-    for nb in CS_NOTEBOOKS + ("transfer",):
-        proc = subprocess.run([sys.executable, "-m", "stir_lib.book.run", "execute", "--scale", "smoke",
-                               nb], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    after = entries(tmp_path / "cache")
-    assert after == before, f"the notebooks created entries the plan did not list: {after - before}"
-    print(f"warm of {report.submitted} jobs with 2 workers: {time.perf_counter() - t0:.0f} s")
-
-
-CS_NOTEBOOKS = ("stir_pairs", "stir_layers", "stir_losses")
 
 _RACE = r"""
 import sys

@@ -3,7 +3,11 @@
 One subprocess per notebook (``python -m stir_lib.book.run execute --scale smoke <name>``), with
 the build and results folders in a temporary directory and the session's temporary model
 cache. Chapters must also leave a results file with at least one well-formed claim.
-Deselect with ``-m "not smoke"``.
+
+The chapters with a plan of jobs (STIR and transfer) run on entries computed beforehand by
+``cluster.warm`` with two local workers (what ``run warm --executor local`` does): their
+notebooks must find every entry they need and create none, so a plan that misses what a
+notebook computes fails here. Deselect with ``-m "not smoke"``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from stir_lib import cache, cluster, jobs as J
 from stir_lib.book.run import SUMMARY_PAGES
+from stir_lib.chapters import stir as CS
+from stir_lib.chapters import transfer as CT
 from stir_lib.paths import toc_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +36,28 @@ CLAIMS = {"blind_spots": {"S2", "S3", "S4", "S5", "S6"}, "units_vs_random": {"S1
           "stir_losses": {"N6", "N7"}, "transfer": {"R1", "R2", "R3", "R4", "R5"}}
 
 
+PLANNED = {"stir_pairs", "stir_layers", "stir_losses", "transfer"}   # chapters with a job plan
+
+
+def entries(root: Path) -> set[str]:
+    """The cache's complete entries, as "kind/key"."""
+    return {str(p.parent.relative_to(root)) for p in root.glob("*/*/meta.json")
+            if not p.parent.name.startswith(".")}
+
+
+@pytest.fixture(scope="module")
+def warmed_plans(tmp_path_factory):
+    """The STIR and transfer smoke plans, computed into the session's cache by two workers."""
+    plan = CS.plan("smoke") + CT.plan("smoke")
+    report = cluster.warm(plan, executor="local", workers=2, folder=tmp_path_factory.mktemp("jobs"),
+                          progress=False, poll=0.5)
+    assert report.ok, report.failed
+    assert not J.missing(plan)
+    have = entries(cache.cache_root())
+    assert {f"{j.kind}/{j.key()}" for w in J.levels(plan) for j in w} <= have
+    return plan
+
+
 @pytest.fixture(scope="module")
 def book_out(tmp_path_factory):
     """Build and results folders shared by the module, so the summary pages see chapters."""
@@ -38,8 +67,11 @@ def book_out(tmp_path_factory):
 
 @pytest.mark.smoke
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_at_smoke_scale(name, book_out):
+def test_notebook_runs_at_smoke_scale(name, book_out, request):
     build, results = book_out
+    if name in PLANNED:
+        request.getfixturevalue("warmed_plans")
+    before = entries(cache.cache_root())
     env = {**os.environ, "STIR_ROOT": str(ROOT), "STIR_BUILD": str(build),
            "STIR_RESULTS": str(results), "STIR_PROGRESS": "0"}
     assert env.get("STIR_CACHE"), "conftest should point STIR_CACHE at a temporary folder"
@@ -48,6 +80,9 @@ def test_notebook_runs_at_smoke_scale(name, book_out):
                           timeout=1500)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert (build / "executed" / "notebooks" / f"{name}.ipynb").exists()
+    if name in PLANNED:
+        made = entries(cache.cache_root()) - before
+        assert not made, f"{name} computed entries its plan does not list: {sorted(made)}"
     timings = json.loads((build / "executed" / "timings.json").read_text())
     assert timings[name]["scale"] == "smoke"
     if name in SUMMARY_PAGES or name in GUIDES:

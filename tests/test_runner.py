@@ -342,3 +342,70 @@ def test_a_second_stamp_replaces_the_first():
     _stamp(bare, '<div class="build-stamp">s</div>')
     assert bare.cells[0].source == \
         '# T\n\n<div class="build-stamp">s</div>\n\nText'   # a blank line ends the HTML block
+
+
+# ----------------------------------------------------------------------------- lanes
+def test_lane_groups_keep_a_chapter_family_together_longest_first():
+    names = ["blind_spots", "units_vs_random", "lipschitz", "stir_pairs", "stir_layers",
+             "stir_losses", "transfer", "stir_your_models", "extra"]
+    groups = run.lane_groups(names)
+    assert sorted(map(tuple, groups)) == sorted([
+        ("blind_spots", "units_vs_random", "lipschitz"), ("stir_pairs", "stir_layers", "stir_losses"),
+        ("transfer",), ("stir_your_models",), ("extra",)])
+    seconds = [run.GROUP_SECONDS.get("szegedy" if g[0] == "blind_spots" else
+                                     run.NOTEBOOK_MODULE.get(g[0], g[0]), 0.0) for g in groups]
+    assert seconds == sorted(seconds, reverse=True)
+
+
+class _FakeLane:
+    """A lane process that ends at once with the return code its group was given."""
+    started: list = []
+
+    def __init__(self, cmd, cwd=None, env=None):
+        self.group = cmd[cmd.index("--no-summary") + 1:]
+        self.env = env
+        self.returncode = None
+        self.terminated = False
+        _FakeLane.started.append(self)
+
+    def poll(self):
+        if self.group == ["slow"]:
+            return None                     # still running when the other lane fails
+        self.returncode = 1 if self.group == ["bad"] else 0
+        return self.returncode
+
+    def terminate(self):
+        self.terminated = True
+
+    def wait(self):
+        return self.returncode
+
+
+def test_a_failing_lane_stops_the_others_and_is_named(tmp_path, monkeypatch):
+    _FakeLane.started = []
+    monkeypatch.setattr(run.subprocess, "Popen", _FakeLane)
+    monkeypatch.setattr(run.time, "sleep", lambda s: None)
+    monkeypatch.delenv("STIR_THREADS", raising=False)
+    with pytest.raises(SystemExit, match="the lane bad FAILED"):
+        run.execute_in_lanes(["slow", "bad", "later"], "smoke", [], tmp_path, "python3", 2)
+    slow, bad = _FakeLane.started[:2]
+    assert slow.terminated and not bad.terminated
+    assert [lane.group for lane in _FakeLane.started] == [["slow"], ["bad"]]   # "later" never began
+    assert slow.env["STIR_THREADS"] == "1" and slow.env["STIR_LANES"] == "2"
+
+
+def test_lanes_execute_every_notebook_on_one_thread_and_record_it(tmp_path, monkeypatch):
+    root = make_book(tmp_path / "book")
+    (root / "notebooks" / "good2.md").write_text(
+        GOOD.replace('"good.txt"', '"good2.txt"').replace(
+            "{os.environ['STIR_BUILD']}", "{os.environ.get('STIR_THREADS')}"))
+    (root / "_toc.yml").write_text(TOC.replace("      - file: notebooks/bad\n",
+                                               "      - file: notebooks/good2\n"))
+    point_at(monkeypatch, root, root / "_out", root / "_results")
+    monkeypatch.delenv("STIR_THREADS", raising=False)
+    main(["execute", "--scale", "smoke", "--lanes", "2", "good", "good2"])
+    executed = root / "_out" / "executed"
+    assert {p.stem for p in (executed / "notebooks").glob("*.ipynb")} == {"good", "good2", "scorecard"}
+    assert (root / "_results" / "good2.txt").read_text() == "smoke 1 1"     # one thread
+    timings = json.loads((executed / "timings.json").read_text())
+    assert {n: t["lanes"] for n, t in timings.items()} == {"good": 2, "good2": 2, "scorecard": 1}

@@ -49,6 +49,9 @@ __all__ = ["main", "execute", "render", "parse_overrides", "notebook_parameters"
            "plan_command", "warm_command", "SUMMARY_PAGES"]
 
 SUMMARY_PAGES = ("scorecard", "reproducibility")  # run last, whatever was selected
+# seconds of each notebook family in a cold ci build on a quiet 2-core machine
+# (benchmarks/profile_ci.py, 2026-12-06): the longest starts first when lanes run at once
+GROUP_SECONDS = {"szegedy": 1400.0, "stir": 1800.0, "transfer": 800.0, "stir_your_models": 80.0}
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -220,6 +223,80 @@ def _failing_cell_line(nb_path: Path) -> str:
     return "?"
 
 
+def _record_timing(timings_file: Path, name: str, entry: dict) -> None:
+    """Add one notebook's timing to timings.json, under a lock: notebooks of other lanes
+    (:func:`execute_in_lanes`) write the same file."""
+    import fcntl
+
+    with open(timings_file.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+        except ValueError:    # a file cut short by a killed run: start it again
+            timings = {}
+        timings[name] = entry
+        tmp = timings_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(timings, indent=1))
+        os.replace(tmp, timings_file)
+
+
+def lane_groups(names: list[str]) -> list[list[str]]:
+    """The notebooks that must run one after another, longest group first.
+
+    Notebooks of one chapter share cache entries (the STIR zoo; the Szegedy chapters' MLPs
+    and ConvNets), so a group holds every notebook of one chapter family in _toc.yml order;
+    run in two lanes, two groups never compute the same entry at once. Groups are ordered
+    by ``GROUP_SECONDS`` (a cold ci build, ``benchmarks/profile_ci.py``) so that the longest
+    starts first."""
+    family = {n: ("szegedy" if NOTEBOOK_MODULE.get(n) in ("blind_spots", "units", "lipschitz")
+                  else NOTEBOOK_MODULE.get(n, n)) for n in names}
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(family[n], []).append(n)
+    return sorted(groups.values(), key=lambda g: -GROUP_SECONDS.get(family[g[0]], 0.0))
+
+
+def execute_in_lanes(names: list[str], scale: str, params: list[str], root: Path, kernel: str,
+                     lanes: int) -> None:
+    """Execute the chapters in ``lanes`` processes at once (each group of
+    :func:`lane_groups` in one process, the next group starting when a lane is free), then
+    the summary pages. Each lane computes on one thread (``STIR_THREADS=1`` unless the
+    environment sets another number): the number of threads changes the last bits of
+    torch's sums (tests/test_thread_determinism.py), and a fixed one makes the build's
+    results the same whatever else the machine runs, where the load-following policy of
+    :mod:`stir_lib.threads` would give a lane one thread or two as the other lane's work
+    comes and goes."""
+    chapters = [n for n in names if n not in SUMMARY_PAGES]
+    queue = lane_groups(chapters)
+    env = {**os.environ, "STIR_LANES": str(lanes)}
+    env.setdefault("STIR_THREADS", "1")
+    running: list[tuple[list[str], subprocess.Popen]] = []
+    failed = None
+    while (queue or running) and failed is None:
+        while queue and len(running) < lanes:
+            group = queue.pop(0)
+            cmd = [sys.executable, "-m", "stir_lib.book.run", "execute", "--scale", scale,
+                   "--kernel", kernel, "--no-summary", *group]
+            for pair in params:
+                cmd += ["-p", pair]
+            print(f"[run] lane: {' '.join(group)}", flush=True)
+            running.append((group, subprocess.Popen(cmd, cwd=root, env=env)))
+        time.sleep(0.5)
+        for group, proc in list(running):
+            if proc.poll() is not None:
+                running.remove((group, proc))
+                if proc.returncode:
+                    failed = group
+    for _, proc in running:      # a lane failed: stop the others, keep their finished pages
+        proc.terminate()
+        proc.wait()
+    if failed is not None:
+        raise SystemExit(f"[run] the lane {' '.join(failed)} FAILED (its message is above)")
+    summary = [n for n in names if n in SUMMARY_PAGES]
+    if summary:
+        execute(summary, scale, {}, root, kernel)
+
+
 def execute(names: list[str], scale: str, overrides: dict, root: Path, kernel: str) -> None:
     """Execute notebooks in order; raise SystemExit naming the first failure."""
     import jupytext
@@ -229,7 +306,6 @@ def execute(names: list[str], scale: str, overrides: dict, root: Path, kernel: s
     out_dir = build_dir(root) / "executed" / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     timings_file = out_dir.parent / "timings.json"
-    timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
     env_backup = dict(os.environ)
     os.environ.setdefault("STIR_RESULTS", str(build_dir(root) / "results"))
     os.environ["STIR_BUILD"] = str(build_dir(root))
@@ -275,11 +351,11 @@ def execute(names: list[str], scale: str, overrides: dict, root: Path, kernel: s
                                         branch, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
             nbformat.write(executed, failed)
             os.replace(failed, target)
-            timings[name] = {"seconds": round(seconds, 1), "scale": scale,
-                             "parameters": {k: v for k, v in params.items() if k != "scale"},
-                             "finished": time.strftime(
-                                 "%Y-%m-%d %H:%M:%S %Z")}
-            timings_file.write_text(json.dumps(timings, indent=1))
+            _record_timing(timings_file, name, {
+                "seconds": round(seconds, 1), "scale": scale,
+                "parameters": {k: v for k, v in params.items() if k != "scale"},
+                "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                "lanes": int(os.environ.get("STIR_LANES", "1"))})
             print(f"[run] {name}: done in {seconds:.1f} s", flush=True)
     finally:
         os.environ.clear()
@@ -389,6 +465,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                         help="override a notebook parameter (repeatable)")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name")
+    parser.add_argument("--lanes", type=int, default=1,
+                        help="execute: chapters run in this many processes at once (default 1)")
+    parser.add_argument("--no-summary", action="store_true",
+                        help="execute: leave out the summary pages (a lane's own run)")
     warm_args = parser.add_argument_group("warm")
     warm_args.add_argument("--executor", choices=("slurm", "local"), default="local")
     warm_args.add_argument("--workers", type=int, default=1, help="local processes")
@@ -418,10 +498,17 @@ def main(argv: list[str] | None = None) -> None:
                              f"{all_names}")
         chosen = args.notebooks or all_names
         names = [n for n in all_names if n in chosen and n not in SUMMARY_PAGES]
-        names += [n for n in all_names if n in SUMMARY_PAGES]
+        if not args.no_summary:
+            names += [n for n in all_names if n in SUMMARY_PAGES]
         overrides = parse_overrides(args.param)
-        print(f"[run] python {platform.python_version()}, {len(names)} notebook(s)", flush=True)
-        execute(names, args.scale, overrides, root, args.kernel)
+        if args.lanes < 1:
+            raise SystemExit(f"--lanes: expected 1 or more, got {args.lanes}")
+        print(f"[run] python {platform.python_version()}, {len(names)} notebook(s)"
+              + (f" in {args.lanes} lanes" if args.lanes > 1 else ""), flush=True)
+        if args.lanes > 1:
+            execute_in_lanes(names, args.scale, args.param, root, args.kernel, args.lanes)
+        else:
+            execute(names, args.scale, overrides, root, args.kernel)
     if args.command in ("render", "all"):
         render(root)
 
