@@ -51,7 +51,7 @@ __all__ = ["main", "execute", "render", "parse_overrides", "notebook_parameters"
 SUMMARY_PAGES = ("scorecard", "reproducibility")  # run last, whatever was selected
 # seconds of each notebook family in a cold ci build on a quiet 2-core machine
 # (benchmarks/profile_ci.py, 2026-12-06): the longest starts first when lanes run at once
-GROUP_SECONDS = {"szegedy": 1400.0, "stir": 1800.0, "transfer": 800.0, "stir_your_models": 80.0}
+GROUP_SECONDS = {"szegedy": 1336.0, "stir": 2065.0, "transfer": 842.0, "stir_your_models": 56.0}
 
 
 def parse_overrides(pairs: list[str]) -> dict:
