@@ -101,6 +101,9 @@ def run(args) -> None:
     def save():
         stages_file.write_text(json.dumps(record, indent=1))
 
+    if "chapters" in wanted:
+        for stale in out.glob("*.raw"):                  # samples of an earlier run
+            stale.unlink()
     if "chapters" in wanted and not args.keep_cache:     # cold, as .ci/run
         for d in ("_build/ci-cache", "_build/ci-data", "_build/executed", "_build/results"):
             shutil.rmtree(ROOT / d, ignore_errors=True)
@@ -320,7 +323,7 @@ def report(args) -> None:
             f" | **{wall_all - sum(sums.values()) / RATE:.0f}** |")
         lines.append("")
 
-    cache = ROOT / "_build/ci-cache"
+    cache = ROOT / args.cache
     rows = cache_entries(cache) if cache.exists() else []
     if rows:
         by = defaultdict(lambda: [0, 0.0])
@@ -368,6 +371,8 @@ def main(argv=None) -> None:
     q = sub.add_parser("report", help="write _build/profile/profile.md from a run")
     q.add_argument("--out", default="_build/profile")
     q.add_argument("--no-flops", action="store_true", help="skip the planned FLOPs")
+    q.add_argument("--cache", default="_build/ci-cache", help="the run's cache (its entries' "
+                   "own seconds)")
     args = p.parse_args(argv)
     (run if args.cmd == "run" else report)(args)
 

@@ -46,7 +46,8 @@ from .mathjax import install_mathjax
 
 __all__ = ["main", "execute", "render", "parse_overrides", "notebook_parameters",
            "check_parameters", "repository", "commit_of", "device_name", "stamp_html",
-           "plan_command", "warm_command", "SUMMARY_PAGES"]
+           "plan_command", "warm_command", "SUMMARY_PAGES", "GROUP_SECONDS", "lane_groups",
+           "execute_in_lanes"]
 
 SUMMARY_PAGES = ("scorecard", "reproducibility")  # run last, whatever was selected
 # seconds of each notebook family in a cold ci build on a quiet 2-core machine
