@@ -22,8 +22,7 @@ import pytest
 
 from stir_lib import cache, cluster, jobs as J
 from stir_lib.book.run import SUMMARY_PAGES
-from stir_lib.chapters import stir as CS
-from stir_lib.chapters import transfer as CT
+from stir_lib.chapters import NOTEBOOKS as PLAN_NOTEBOOKS, PLANS
 from stir_lib.paths import toc_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,24 +35,23 @@ CLAIMS = {"blind_spots": {"S2", "S3", "S4", "S5", "S6"}, "units_vs_random": {"S1
           "stir_losses": {"N6", "N7"}, "transfer": {"R1", "R2", "R3", "R4", "R5"}}
 
 
-PLANNED = {"stir_pairs", "stir_layers", "stir_losses", "transfer"}   # chapters with a job plan
+PLANNED = {n for names in PLAN_NOTEBOOKS.values() for n in names}   # chapters with a job plan
 
 
-def entries(root: Path) -> set[str]:
-    """The cache's complete entries, as "kind/key"."""
-    return {str(p.parent.relative_to(root)) for p in root.glob("*/*/meta.json")
-            if not p.parent.name.startswith(".")}
+def entries() -> set[str]:
+    """The session cache's complete entries, as "kind/key"."""
+    return {f"{e['kind']}/{e['key']}" for e in cache.entries()}
 
 
 @pytest.fixture(scope="module")
 def warmed_plans(tmp_path_factory):
     """The STIR and transfer smoke plans, computed into the session's cache by two workers."""
-    plan = CS.plan("smoke") + CT.plan("smoke")
+    plan = [job for make_plan in PLANS.values() for job in make_plan("smoke")]
     report = cluster.warm(plan, executor="local", workers=2, folder=tmp_path_factory.mktemp("jobs"),
                           progress=False, poll=0.5)
     assert report.ok, report.failed
     assert not J.missing(plan)
-    have = entries(cache.cache_root())
+    have = entries()
     assert {f"{j.kind}/{j.key()}" for w in J.levels(plan) for j in w} <= have
     return plan
 
@@ -71,7 +69,7 @@ def test_notebook_runs_at_smoke_scale(name, book_out, request):
     build, results = book_out
     if name in PLANNED:
         request.getfixturevalue("warmed_plans")
-    before = entries(cache.cache_root())
+    before = entries()
     env = {**os.environ, "STIR_ROOT": str(ROOT), "STIR_BUILD": str(build),
            "STIR_RESULTS": str(results), "STIR_PROGRESS": "0"}
     assert env.get("STIR_CACHE"), "conftest should point STIR_CACHE at a temporary folder"
@@ -81,7 +79,7 @@ def test_notebook_runs_at_smoke_scale(name, book_out, request):
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert (build / "executed" / "notebooks" / f"{name}.ipynb").exists()
     if name in PLANNED:
-        made = entries(cache.cache_root()) - before
+        made = entries() - before
         assert not made, f"{name} computed entries its plan does not list: {sorted(made)}"
     timings = json.loads((build / "executed" / "timings.json").read_text())
     assert timings[name]["scale"] == "smoke"
