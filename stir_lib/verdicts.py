@@ -23,6 +23,10 @@ Three generic rules cover most claims:
   when the whole interval lies within ±margin; *not reproduced* when it lies wholly
   outside; *partly* in between.
 
+Each claim rule has a :class:`RuleRecord` in its chapter's ``RULES``: the claim's words it
+tests, the date it last changed and, for a rule changed in the current round, the verdict
+the previous rule gave and why the rule changed (argued from the paper's claim).
+
 The claim rules (``s1_...`` to ``r5_...``) live with their chapters, in
 ``stir_lib.chapters.<chapter>``, beside the paper values they compare with; each names
 the quantity, the paper's effect, the thresholds and the noise floor in its docstring,
@@ -42,7 +46,7 @@ from scipy import stats
 __all__ = ["VERDICTS", "Verdict", "Estimate", "over_seeds", "welch", "paired", "exact",
            "effect_rule", "sign_rule", "equivalence_rule", "at_most_rule", "not_tested",
            "combine", "spearman", "spearman_over_seeds", "over_seeds_or_infinite", "count_rule",
-           "majority_rule", "RANK"]
+           "majority_rule", "RANK", "RuleRecord", "rule_records"]
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
 _CONF = 0.95
@@ -60,6 +64,56 @@ class Verdict:
             raise ValueError(f"verdict: expected one of {VERDICTS}, got {self.verdict!r}")
         if not self.reason:
             raise ValueError("a verdict needs a one-line reason, got an empty string")
+
+
+@dataclass(frozen=True)
+class RuleRecord:
+    """What a claim rule tests and when it last changed (the scorecard lists them).
+
+    ``words``: the claim's words the rule tests (from ``PAPER_TARGETS.md``); ``changed``:
+    the ISO date the rule last changed; ``previous``: for a rule changed in the current
+    round, the verdict the old rule gave on the last build before the change (else None),
+    ``previous_build`` which build that was, and ``why`` the rule changed, argued from the
+    paper's claim, never from our result.
+    """
+
+    claim: str
+    words: str
+    changed: str
+    previous: str | None = None
+    previous_build: str = ""
+    why: str = ""
+
+    def __post_init__(self):
+        import datetime
+
+        if not self.claim or not self.words:
+            raise ValueError(f"a rule record needs the claim's id and words, got "
+                             f"claim={self.claim!r}, words={self.words!r}")
+        try:
+            datetime.date.fromisoformat(self.changed)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.claim}: changed: expected an ISO date such as "
+                             f"'2026-12-06', got {self.changed!r}") from None
+        if self.previous is not None:
+            if self.previous not in VERDICTS:
+                raise ValueError(f"{self.claim}: previous: expected one of {VERDICTS}, got "
+                                 f"{self.previous!r}")
+            if not self.why or not self.previous_build:
+                raise ValueError(f"{self.claim}: a changed rule needs why it changed and the "
+                                 f"build its previous verdict comes from")
+
+
+def rule_records(*records: RuleRecord):
+    """``claim -> RuleRecord``, read-only; one record per claim."""
+    from types import MappingProxyType
+
+    out = {}
+    for r in records:
+        if r.claim in out:
+            raise ValueError(f"two rule records for {r.claim}")
+        out[r.claim] = r
+    return MappingProxyType(out)
 
 
 @dataclass(frozen=True)
@@ -287,21 +341,29 @@ RANK = {"reproduced": 3, "partly": 2, "not reproduced": 1}
 def combine(parts: Mapping[str, Verdict], *, how: str = "all") -> Verdict:
     """Combine the verdicts of a claim's parts.
 
-    ``how="all"``: the claim needs every part. Reproduced when all are; not reproduced
-    when all parts are not reproduced; partly otherwise (some part holds at least
-    partly). Parts that are "not tested" are left out; all "not tested" gives "not tested".
+    ``how="all"``: the claim needs every part. *Reproduced* only when every part was
+    tested and reproduced; *not reproduced* when every tested part is not reproduced;
+    *partly* otherwise: some part holds at least partly, or every tested part is
+    reproduced but another was not tested (the reason names the untested parts: a claim
+    of which a part was not tested is never "reproduced"). All parts "not tested" gives
+    "not tested".
     """
     if how != "all":
         raise ValueError(f"how: expected 'all', got {how!r}")
+    if not parts:
+        raise ValueError("combine: expected at least one part, got none")
     tested = {k: v for k, v in parts.items() if v.verdict != "not tested"}
+    untested = [k for k in parts if k not in tested]
     reason = "; ".join(f"{k}: {v.verdict}" for k, v in parts.items())
     if not tested:
         return not_tested(reason)
     ranks = [RANK[v.verdict] for v in tested.values()]
-    if min(ranks) == 3:
-        return Verdict("reproduced", reason)
     if max(ranks) == 1:
         return Verdict("not reproduced", reason)
+    if min(ranks) == 3 and not untested:
+        return Verdict("reproduced", reason)
+    if min(ranks) == 3:
+        return Verdict("partly", f"{reason} (only {', '.join(tested)} tested)")
     return Verdict("partly", reason)
 
 

@@ -181,7 +181,7 @@ def test_at_most_rule_reasons():
 # ----------------------------------------------------------------------------- combine
 def test_combine_reason_lists_every_part():
     parts = {"a": V.Verdict("reproduced", "r"), "b": V.Verdict("not tested", "r")}
-    assert V.combine(parts) == V.Verdict("reproduced", "a: reproduced; b: not tested")
+    assert V.combine(parts) == V.Verdict("partly", "a: reproduced; b: not tested (only a tested)")
 
 
 # ----------------------------------------------------------------------------- counts

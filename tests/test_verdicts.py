@@ -97,5 +97,12 @@ def test_combine():
     assert V.combine({"a": r, "b": r}).verdict == "reproduced"
     assert V.combine({"a": r, "b": n}).verdict == "partly"
     assert V.combine({"a": n, "b": n}).verdict == "not reproduced"
-    assert V.combine({"a": r, "b": t}).verdict == "reproduced"
+    # a claim with an untested part is never "reproduced" (rule of 2026-12-06; before: it was)
+    assert V.combine({"a": r, "b": t}).verdict == "partly"
+    assert V.combine({"a": n, "b": t}).verdict == "not reproduced"
+    assert V.combine({"a": p, "b": t}).verdict == "partly"
+    assert V.combine({"a": p, "b": p}).verdict == "partly"
     assert V.combine({"a": t, "b": t}).verdict == "not tested"
+    assert V.combine({"a": r}).verdict == "reproduced"
+    with pytest.raises(ValueError, match="at least one part"):
+        V.combine({})

@@ -15,6 +15,11 @@ compares with and its claim rules (built on :mod:`stir_lib.verdicts`):
 stir_lib.book.run plan`` / ``warm``) to its ``plan(scale, **parameters) -> list[job]``;
 ``NOTEBOOKS`` lists the notebooks each plan covers; ``NOTEBOOK_MODULE`` names every
 notebook's module.
+
+Each chapter module also keeps ``RULES`` (:class:`stir_lib.verdicts.RuleRecord` per claim:
+the claim's words its rule tests and the date the rule last changed); :func:`rules` merges
+them. A rule changed in the current round (``ROUND``) records the verdict the old rule gave
+on ``PREVIOUS_BUILD`` and why it changed; the scorecard lists those beside the new verdicts.
 """
 
 from __future__ import annotations
@@ -30,4 +35,27 @@ NOTEBOOK_MODULE = {"blind_spots": "blind_spots", "units_vs_random": "units",
                    "lipschitz": "lipschitz", "stir_pairs": "stir", "stir_layers": "stir",
                    "stir_losses": "stir", "transfer": "transfer"}
 
-__all__ = ["PLANS", "NOTEBOOKS", "NOTEBOOK_MODULE"]
+#: The current round of rule changes (the date its rules were written) and the build whose
+#: verdicts the changed rules are compared with on the scorecard.
+ROUND = "2026-12-06"
+PREVIOUS_BUILD = ("ci build of commit b348c59 (2026-12-06; the rules as landed in f041e1b, "
+                  "CI of stop 28)")
+CHAPTER_MODULES = ("blind_spots", "units", "lipschitz", "stir", "transfer")
+
+
+def rules() -> dict:
+    """claim id -> :class:`~stir_lib.verdicts.RuleRecord`, from every chapter's ``RULES``."""
+    import importlib
+
+    out = {}
+    for name in CHAPTER_MODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        for claim, record in module.RULES.items():
+            if claim in out:
+                raise ValueError(f"{claim} has rule records in two chapters")
+            out[claim] = record
+    return out
+
+
+__all__ = ["PLANS", "NOTEBOOKS", "NOTEBOOK_MODULE", "ROUND", "PREVIOUS_BUILD",
+           "CHAPTER_MODULES", "rules"]

@@ -20,9 +20,9 @@ from ..attacks import accuracy, gaussian_noise, lbfgs_min_distortion, predict, r
 from ..data import mnist, mnist_halves, subset
 from ..scales import choose_scale
 from ..training import TrainConfig, trained_model
-from ..verdicts import RANK, Estimate, Verdict, at_most_rule, effect_rule
+from ..verdicts import RANK, Estimate, RuleRecord, Verdict, at_most_rule, effect_rule, rule_records
 
-__all__ = ["PRESETS", "settings", "load_data", "mlp_config", "table1_models", "half_models",
+__all__ = ["RULES", "PRESETS", "settings", "load_data", "mlp_config", "table1_models", "half_models",
            "s6_models", "targets", "targeted_attack", "attack", "attack_pool", "error", "cross_table", "table4",
            "disjoint_excess", "DISJOINT", "WD_MLP",
            "SZEGEDY_MODELS", "SZEGEDY_T1", "SZEGEDY_T2", "SZEGEDY_T3", "SZEGEDY_T4", "SZEGEDY_S6",
@@ -315,6 +315,20 @@ SOURCES = MappingProxyType({
     "S5": "Szegedy et al. 2014, Tables 2 and 4 (noise rows)",
     "S6": "Szegedy et al. 2014, section 4.2 (text)",
 })
+
+#: Each claim rule's record: the claim's words it tests, when it last changed.
+RULES = rule_records(
+    RuleRecord('S2', "every model has adversarial examples at distortions too small to change a person's label",
+               "2026-12-01"),
+    RuleRecord('S3', 'many adversarial examples made for one model are misclassified by others',
+               "2026-12-01"),
+    RuleRecord('S4', 'many transfer to a model trained on a disjoint training set',
+               "2026-12-01"),
+    RuleRecord('S5', 'Gaussian noise of the same or larger distortion barely changes the error',
+               "2026-12-01"),
+    RuleRecord('S6', 'training on a refreshed pool of adversarial examples gave a 100-100-10 net < 1.2% test error',
+               "2026-12-01"),
+)
 
 
 # ----------------------------------------------------------------------------- claim rules

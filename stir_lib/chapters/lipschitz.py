@@ -20,11 +20,11 @@ from ..data import mnist, subset
 from ..models import resolve_device
 from ..scales import choose_scale
 from ..training import TrainConfig, trained_model
-from ..verdicts import Estimate, Verdict, not_tested, sign_rule
+from ..verdicts import Estimate, RuleRecord, Verdict, not_tested, rule_records, sign_rule
 from .blind_spots import mlp_config, targeted_attack
 from .units import convnet_config
 
-__all__ = ["PRESETS", "settings", "load_data", "networks", "convnet", "runner_up_attack",
+__all__ = ["RULES", "PRESETS", "settings", "load_data", "networks", "convnet", "runner_up_attack",
            "SZEGEDY_T5", "SOURCES", "s7_first_layer", "s7_alexnet"]
 
 PRESETS = {
@@ -98,6 +98,12 @@ SZEGEDY_T5 = pd.DataFrame({
 SOURCES = MappingProxyType({
     "S7": "Szegedy et al. 2014, section 4.3 and Table 5",
 })
+
+#: Each claim rule's record: the claim's words it tests, when it last changed.
+RULES = rule_records(
+    RuleRecord('S7', "Instability can already start in the first layers … AlexNet's bounds",
+               "2026-12-01"),
+)
 
 
 # ----------------------------------------------------------------------------- claim rules

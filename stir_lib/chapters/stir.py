@@ -34,9 +34,10 @@ from ..results import Scorecard
 from ..scales import choose_scale
 from ..training import TrainConfig
 from ..verdicts import (Estimate, Verdict, at_most_rule, combine, count_rule, effect_rule,
-                        not_tested, over_seeds, paired, sign_rule, welch)
+                        not_tested, over_seeds, paired, rule_records, sign_rule, welch,
+                        RuleRecord)
 
-__all__ = ["PRESETS", "settings", "start", "zoo", "name", "parse", "stir_images", "plan",
+__all__ = ["RULES", "PRESETS", "settings", "start", "zoo", "name", "parse", "stir_images", "plan",
            "matrix_jobs", "layer_jobs", "length_jobs", "loss_models", "update_chain",
            "update_jobs", "ARCH_LABELS", "NANDA_N1", "NANDA_NAMES", "NANDA_STIR", "NANDA_CKA",
            "nanda_n1_effects", "nanda_blocks", "SOURCES", "n1_seed_pairs",
@@ -424,6 +425,24 @@ SOURCES = MappingProxyType({
     "N6": "Nanda et al. 2022, STIR across training losses (no numbers)",
     "N7": "Nanda et al. 2022, STIR under model updates with more data (no numbers)",
 })
+
+#: Each claim rule's record: the claim's words it tests, when it last changed.
+RULES = rule_records(
+    RuleRecord('N1', 'two vanilla models that differ only in initialisation have high CKA but much lower STIR; adversarially trained pairs have high STIR in both directions',
+               "2026-12-01"),
+    RuleRecord('N2', 'adversarial training gives higher STIR across architectures',
+               "2026-12-01"),
+    RuleRecord('N3', 'STIR is higher when a residual network is the reference model',
+               "2026-12-01"),
+    RuleRecord('N4', 'shared invariance drops for later layers; less for AT than vanilla; STIR drops more than CKA',
+               "2026-12-01"),
+    RuleRecord('N5', 'across layers and random initialisations, AT pairs have consistently higher STIR',
+               "2026-12-01"),
+    RuleRecord('N6', 'TRADES, MART and AT models have similar l_p robustness but only moderate STIR between them',
+               "2026-12-01"),
+    RuleRecord('N7', 'updating a model with more data raises STIR monotonically, with diminishing returns',
+               "2026-12-01"),
+)
 
 
 # ----------------------------------------------------------------------------- claim rules

@@ -28,10 +28,11 @@ import pandas as pd
 from ..jobs import Checkpoint, Data, TaskSpec, Train, Transfer
 from ..scales import choose_scale
 from ..training import TrainConfig
-from ..verdicts import (Estimate, Verdict, combine, majority_rule, not_tested, sign_rule)
+from ..verdicts import (Estimate, RuleRecord, Verdict, combine, majority_rule, not_tested,
+                        rule_records, sign_rule)
 from ..transfer import PAPER_HPARAMS
 
-__all__ = ["PRESETS", "settings", "sources", "tasks", "transfer_jobs",
+__all__ = ["RULES", "PRESETS", "settings", "sources", "tasks", "transfer_jobs",
            "labelled_transfer_jobs", "plan", "WIDTHS", "SALMAN_TOP1", "SALMAN_EPS_L2",
            "SALMAN_R1", "SALMAN_BEST", "salman_r1_effect", "SOURCES", "r1_robust_transfer",
            "r2_best_eps_differs", "r3_granularity", "r4_source_accuracy", "r5_width",
@@ -223,6 +224,20 @@ SOURCES = MappingProxyType({
     "R4": "Salman et al. 2020, section 5 (source accuracy vs transfer accuracy)",
     "R5": "Salman et al. 2020, width experiment (figure only)",
 })
+
+#: Each claim rule's record: the claim's words it tests, when it last changed.
+RULES = rule_records(
+    RuleRecord('R1', 'robust source models beat standard ones on most downstream sets, in fixed-feature transfer clearly and in full fine-tuning too',
+               "2026-12-01"),
+    RuleRecord('R2', 'the best eps depends on the downstream set',
+               "2026-12-01"),
+    RuleRecord('R3', "downscaling every downstream set to 32x32 makes the best eps larger, like CIFAR's",
+               "2026-12-01"),
+    RuleRecord('R4', 'at fixed eps, better source accuracy still means better transfer; across eps the linear relation between source accuracy and transfer accuracy breaks',
+               "2026-12-01"),
+    RuleRecord('R5', 'the gains grow with network width',
+               "2026-12-01"),
+)
 
 
 # ----------------------------------------------------------------------------- claim rules

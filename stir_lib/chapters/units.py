@@ -13,9 +13,9 @@ from ..data import mnist, subset
 from ..models import resolve_device
 from ..scales import choose_scale
 from ..training import TrainConfig, trained_model
-from ..verdicts import Estimate, Verdict, equivalence_rule
+from ..verdicts import Estimate, RuleRecord, Verdict, equivalence_rule, rule_records
 
-__all__ = ["PRESETS", "settings", "convnet_config", "load_data", "networks", "SOURCES",
+__all__ = ["RULES", "PRESETS", "settings", "convnet_config", "load_data", "networks", "SOURCES",
            "s1_units_vs_random", "JUDGE_SEED_OFFSET"]
 
 PRESETS = {
@@ -68,6 +68,12 @@ def networks(S, D, seed: int, device=None) -> tuple[list, object]:
 SOURCES = MappingProxyType({
     "S1": "Szegedy et al. 2014, section 3, Figures 1-2 (no number)",
 })
+
+#: Each claim rule's record: the claim's words it tests, when it last changed.
+RULES = rule_records(
+    RuleRecord('S1', 'the held-out images that maximise … (a single unit) and <phi(x), v> (a random direction) look equally semantically coherent: the natural basis is no better than a random basis',
+               "2026-12-01"),
+)
 
 
 # ----------------------------------------------------------------------------- claim rule
