@@ -15,17 +15,19 @@ from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..data import mnist, subset
 from ..models import resolve_device
 from ..scales import choose_scale
 from ..training import TrainConfig, trained_model
+from . import PREVIOUS_BUILD, ROUND
 from ..verdicts import Estimate, RuleRecord, Verdict, not_tested, rule_records, sign_rule
 from .blind_spots import mlp_config, targeted_attack
 from .units import convnet_config
 
 __all__ = ["RULES", "PRESETS", "settings", "load_data", "networks", "convnet", "runner_up_attack",
-           "SZEGEDY_T5", "SOURCES", "s7_first_layer", "s7_alexnet"]
+           "SZEGEDY_T5", "SOURCES", "s7_first_layer", "s7_alexnet", "stages", "gain_ratios"]
 
 PRESETS = {
     # training images (None: all), conv-net epochs, MLP epochs, adversarial-training images
@@ -79,6 +81,55 @@ def networks(S, D, seed: int, device=None) -> dict:
     }
 
 
+def stages(model) -> list[tuple[str, object]]:
+    """The model's stages in order (its body's children, then the head, which receives the
+    last stage's output flattened)."""
+    return list(model.body.named_children()) + [("head", model.head)]
+
+
+def gain_ratios(model, x, x_adv, draws: int = 8, seed: int = 0) -> pd.DataFrame:
+    """How much more each stage amplifies the adversarial perturbation than random ones.
+
+    For stage k with input h (from the clean image) and h + delta (from the adversarial
+    one), the adversarial gain is ||phi_k(h + delta) - phi_k(h)|| / ||delta||; the random
+    gain the same along ``draws`` random directions u of the same norm (uniform on the
+    sphere, seeded), averaged. Returns one row per (stage, image) with both gains and
+    ``log ratio`` = log(adversarial / random gain). The ratio does not depend on how the
+    network scales its layers (scaling phi_k by a scales both gains by a), unlike the gain
+    itself. Images whose perturbation does not reach a stage (||delta|| <= 1e-9) are left
+    out of that stage.
+    """
+    if draws < 1:
+        raise ValueError(f"draws: expected >= 1, got {draws}")
+    if x.shape != x_adv.shape:
+        raise ValueError(f"x and x_adv: expected the same shape, got {tuple(x.shape)} and "
+                         f"{tuple(x_adv.shape)}")
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    h_clean, h_adv = x, x_adv
+    with torch.no_grad():
+        for name, stage in stages(model):
+            if name == "head":
+                h_clean, h_adv = h_clean.flatten(1), h_adv.flatten(1)
+            o_clean, o_adv = stage(h_clean), stage(h_adv)
+            delta = h_adv - h_clean
+            norm = delta.flatten(1).norm(dim=1)
+            keep = norm > 1e-9
+            adv_gain = (o_adv - o_clean).flatten(1).norm(dim=1) / norm.clamp_min(1e-30)
+            rand_gain = torch.zeros_like(norm)
+            for _ in range(draws):
+                u = torch.randn(delta.shape, generator=g)
+                u = u * (norm / u.flatten(1).norm(dim=1)).view(-1, *[1] * (u.ndim - 1))
+                rand_gain += (stage(h_clean + u) - o_clean).flatten(1).norm(dim=1) / norm.clamp_min(1e-30)
+            rand_gain /= draws
+            for i in torch.nonzero(keep).flatten().tolist():
+                a, r = float(adv_gain[i]), float(rand_gain[i])
+                rows.append({"stage": name, "image": i, "adversarial gain": a, "random gain": r,
+                             "log ratio": float(np.log(a / r)) if a > 0 and r > 0 else float("nan")})
+            h_clean, h_adv = o_clean, o_adv
+    return pd.DataFrame(rows)
+
+
 def runner_up_attack(S, model, x):
     """Minimum-distortion L-BFGS examples towards each image's runner-up class, at the
     scale's settings (the blind-spots chapter's attack)."""
@@ -102,20 +153,25 @@ SOURCES = MappingProxyType({
 #: Each claim rule's record: the claim's words it tests, when it last changed.
 RULES = rule_records(
     RuleRecord('S7', "Instability can already start in the first layers … AlexNet's bounds",
-               "2026-12-01"),
+               ROUND, previous='reproduced', previous_build=PREVIOUS_BUILD,
+               why="A gain above 1 depends on how a network scales its layers (scale one up and the next down: the same function), so it could not fail for a reason the claim is about. The paper's point, that instability can start in the first layers, is now measured scale-free: the first stage's gain along the adversarial perturbation relative to random ones of its norm. And a claim whose Table 5 part was not tested is no longer 'reproduced' (combine)."),
 )
 
 
 # ----------------------------------------------------------------------------- claim rules
-def s7_first_layer(gain_above_one: Estimate) -> Verdict:
-    """S7 (first layers): instability can start in the first layer.
+def s7_first_layer(log_ratio: Estimate) -> Verdict:
+    """S7 (first layers): instability can already start in the first layer.
 
-    Quantity: the largest observed gain ||phi_1(x + r) - phi_1(x)|| / ||r|| of the first
-    stage along the attack's adversarial perturbations, minus 1, one value per trained
-    conv net (seed): a measured amplification, not the bound (which is > 1 for almost any
-    layer). Paper: Conv. 1's bound 2.75 (Table 5), no observed gain. :func:`sign_rule`.
+    Quantity (rule of 2026-12-06): the first stage's gain along the attack's adversarial
+    perturbations relative to its gain along random perturbations of the same norm, as
+    the mean over probed images of log(adversarial gain / random gain) (:func:`gain_ratios`),
+    one value per trained conv net (seed). Above 0, the first stage already amplifies the
+    directions that fool the network more than others: the instability starts there. The
+    ratio is scale-free (the gain alone depends on how a network scales its layers, which
+    changes nothing it computes). The paper gives no number (Conv. 1's bound 2.75 is an
+    upper bound, not a measured gain): :func:`sign_rule`.
     """
-    return sign_rule(gain_above_one, what="first-stage gain - 1")
+    return sign_rule(log_ratio, what="first stage: log(adversarial gain / random gain)")
 
 
 def s7_alexnet(ratios: Sequence[float] | None) -> Verdict:

@@ -13,7 +13,8 @@ from ..data import mnist, subset
 from ..models import resolve_device
 from ..scales import choose_scale
 from ..training import TrainConfig, trained_model
-from ..verdicts import Estimate, RuleRecord, Verdict, equivalence_rule, rule_records
+from . import PREVIOUS_BUILD, ROUND
+from ..verdicts import Estimate, RuleRecord, Verdict, equivalence_rule, not_tested, rule_records
 
 __all__ = ["RULES", "PRESETS", "settings", "convnet_config", "load_data", "networks", "SOURCES",
            "s1_units_vs_random", "JUDGE_SEED_OFFSET"]
@@ -72,19 +73,37 @@ SOURCES = MappingProxyType({
 #: Each claim rule's record: the claim's words it tests, when it last changed.
 RULES = rule_records(
     RuleRecord('S1', 'the held-out images that maximise … (a single unit) and <phi(x), v> (a random direction) look equally semantically coherent: the natural basis is no better than a random basis',
-               "2026-12-01"),
+               ROUND, previous='reproduced', previous_build=PREVIOUS_BUILD,
+               why="An equivalence is evidence only if the test could have seen a difference: the paper's claim is that units are no more coherent than random directions, which says something only where the measure can tell coherent directions from less coherent ones. The rule now requires a positive control (the output layer, whose units are classes) detected beyond the margin, else 'not tested'."),
 )
 
 
 # ----------------------------------------------------------------------------- claim rule
-def s1_units_vs_random(purity_difference: Estimate, margin: float = 0.1) -> Verdict:
+def s1_units_vs_random(purity_difference: Estimate, control: Estimate,
+                       margin: float = 0.1) -> Verdict:
     """S1: units are no more semantically coherent than random directions.
 
     Quantity: mean label purity of the top-k held-out images along each unit minus along
-    each random direction, one value per independently trained network (seed). The paper
-    reports no number ("equally coherent", Figures 1-2), i.e. a difference of 0.
-    Equivalence margin ±0.1 of purity (a tenth of its scale, visible by eye): reproduced
-    when the 95 % interval over seeds lies inside it (see :func:`equivalence_rule`).
+    each random direction of the searched layer, one value per independently trained
+    network (seed). The paper reports no number ("equally coherent", Figures 1-2), i.e. a
+    difference of 0. Equivalence margin ±0.1 of purity (a tenth of its scale, visible by
+    eye): reproduced when the 95 % interval over seeds lies inside it (see
+    :func:`equivalence_rule`).
+
+    Positive control (rule of 2026-12-06): an equivalence is evidence only where the test
+    could have seen a difference. ``control`` is the same difference on the same networks
+    at their output layer, whose units are the classes by construction while its random
+    directions mix classes. Only when the control's interval lies wholly above the margin
+    (the measure detects a real difference of the margin's size) is the equivalence
+    judged; otherwise the verdict is "not tested" (the measure cannot tell).
     """
-    return equivalence_rule(purity_difference, margin,
-                            what="purity difference, units - random directions")
+    if margin <= 0:
+        raise ValueError(f"margin: expected > 0, got {margin}")
+    what = "purity difference, units - random directions"
+    ctrl = (f"control (output layer) {control.mean:+.3f}, 95% CI [{control.low:+.3f}, "
+            f"{control.high:+.3f}] (n={control.n})")
+    if not (control.measured and control.low > margin):
+        return not_tested(f"{ctrl}: not wholly above the margin ±{margin:g}, so the measure "
+                          f"is not shown to detect a difference of that size")
+    out = equivalence_rule(purity_difference, margin, what=what)
+    return Verdict(out.verdict, f"{out.reason}; {ctrl}: detected beyond the margin")
