@@ -89,6 +89,8 @@ def test_n2_n3():
     p2 = float(pb["AT"].mean() - pb["V"].mean())
     assert C.n2_adversarial_blocks(V.over_seeds(seeds(p2, 0.02)), p2).verdict == "reproduced"
     assert C.n2_adversarial_blocks(V.over_seeds(seeds(0.0, 0.02)), p2).verdict == "not reproduced"
+    assert C.n2_adversarial_blocks(V.over_seeds(seeds(0.3 * p2, 0.02)), p2).verdict == "partly"
+    assert C.n2_adversarial_blocks(V.over_seeds([p2]), p2).verdict == "not tested"
     p3 = {k: pb[f"{k} residual rows"] - pb[f"{k} other rows"] for k in ("AT", "V")}
     ours = {k: V.over_seeds(seeds(v, 0.01)) for k, v in p3.items()}
     assert C.n3_residual_reference(ours, p3).verdict == "reproduced"

@@ -219,3 +219,45 @@ def test_s7_rule_branches_and_the_untested_table_5_part():
     assert both.verdict == "reproduced"
     assert L.s7_alexnet([1.0] * 7 + [2.0]).verdict == "partly"
     assert L.s7_alexnet([1.0] * 7 + [4.0]).verdict == "not reproduced"
+
+
+# ----------------------------------------------------------------------------- S3, S4, S6
+def test_cross_excess_of_the_papers_table_is_the_papers_effect_and_reads_rows_as_made_for():
+    labels = list(Z.SZEGEDY_MODELS)
+    assert Z.cross_excess(Z.SZEGEDY_T2, labels) == pytest.approx(Z.t2_transfer_effect())
+    flipped = Z.SZEGEDY_T2.copy()
+    flipped.loc[labels, labels] = Z.SZEGEDY_T2.loc[labels, labels].to_numpy().T
+    assert Z.cross_excess(flipped, labels) != pytest.approx(Z.t2_transfer_effect())
+
+
+def test_cross_table_rows_are_the_examples_columns_the_model_fed():
+    x = torch.zeros(4, 1, 2, 2)
+    models = {"zero": _Constant(0), "one": _Constant(1)}
+    adv = {"zero": dict(x=x, y=torch.ones(4, dtype=torch.long), x_adv=x, dist=torch.zeros(4)),
+           "one": dict(x=x, y=torch.zeros(4, dtype=torch.long), x_adv=x + 0.1,
+                       dist=torch.full((4,), 0.1))}
+    t = Z.cross_table(models, adv, "zero", seed=0)
+    # the examples made for "zero" carry label 1: "zero" (answers 0) misclassifies all of them
+    assert t.loc["zero", "zero"] == 100 and t.loc["zero", "one"] == 0
+    assert t.loc["one", "zero"] == 0 and t.loc["one", "one"] == 100
+    assert t.loc["one", "distortion"] == pytest.approx(0.1)
+
+
+def test_disjoint_excess_of_the_papers_table_4_is_the_papers_effect():
+    t = Z.SZEGEDY_T4.copy()
+    t["RMS"] = 0.0
+    idx = list(t.index)
+    groups = {"native": idx[0:3], "noise": [idx[3], idx[7]], "magnified": idx[4:7]}
+    assert Z.disjoint_excess(t, groups) == pytest.approx(Z.t4_transfer_effect())
+    # the four cells between halves: (made for P1 models, fed P2) and back
+    cells = [t.loc[groups["magnified"][r], t.columns[c]] for r, c in Z.DISJOINT]
+    assert sorted(cells) == sorted(Z.t4_disjoint())
+
+
+def test_untested_and_partial_branches_of_s3_s4_s6():
+    one = V.over_seeds([5.0])
+    assert Z.s3_cross_model(one, Z.t2_transfer_effect()).verdict == "not tested"
+    assert Z.s4_cross_training_set(one, Z.t4_transfer_effect()).verdict == "not tested"
+    assert Z.s6_adversarial_training(V.over_seeds([0.12, 0.13, 0.14]), 0.4).verdict == "partly"
+    assert Z.s6_adversarial_training(V.over_seeds([0.03, 0.04, 0.05]), 0.4).verdict == "not reproduced"
+    assert Z.s3_cross_model(V.over_seeds([2.0, 2.5, 3.0]), 7.8).verdict == "partly"

@@ -30,7 +30,7 @@ __all__ = ["RULES", "PRESETS", "settings", "load_data", "mlp_config", "table1_mo
            "SZEGEDY_MODELS", "SZEGEDY_T1", "SZEGEDY_T2", "SZEGEDY_T3", "SZEGEDY_T4", "SZEGEDY_S6",
            "t2_off_diagonal", "t2_noise", "t2_transfer_effect", "t4_disjoint",
            "t4_transfer_effect", "noise_error_increase", "NOISE_STDS", "noise_errors",
-           "adversarial_increase", "noise_to_adversarial", "paper_noise_ratio", "SOURCES",
+           "adversarial_increase", "noise_to_adversarial", "paper_noise_ratio", "cross_excess", "SOURCES",
            "s2_adversarial_examples", "s3_cross_model", "s4_cross_training_set", "s5_noise",
            "s6_adversarial_training"]
 
@@ -208,6 +208,16 @@ def table4(halves: dict, adv: dict, seed: int) -> tuple[pd.DataFrame, dict]:
             put(kind, f"{made_for} set " + ("magnified to RMS 0.1" if factor is None else
                                             "x 0.1/0.06"), x_new, a["y"], a["x"])
     return t, groups
+
+
+def cross_excess(t: pd.DataFrame, labels: Sequence[str]) -> float:
+    """The S3 quantity of a Table 2 (rows: the model the examples were made for; columns:
+    the model fed): the median over the off-diagonal cells of (cell - the fed model's error
+    under Gaussian noise of std 0.1), in points."""
+    labels = list(labels)
+    block = t.loc[labels, labels].to_numpy(float)
+    noise = t.loc["Gaussian noise, std 0.1", labels].to_numpy(float)
+    return float(np.median((block - noise[None, :])[~np.eye(len(labels), dtype=bool)]))
 
 
 # (made for, fed) pairs of Table 4 between models trained on disjoint halves (P1 <-> P2)
