@@ -15,10 +15,12 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-__all__ = ["book_style", "COLUMN_WIDTH", "matrix_heatmap", "seed_spread", "image_grid",
-           "perturbation_image"]
+__all__ = ["book_style", "COLUMN_WIDTH", "SIMILARITY_CMAP", "matrix_heatmap", "seed_spread",
+           "image_grid", "perturbation_image"]
 
 COLUMN_WIDTH = 7.0   # inches: the book's text column at 100 dpi
+#: The colour map of every similarity matrix (ours and the papers', on the scale 0 to 1).
+SIMILARITY_CMAP = "viridis"
 
 
 def book_style() -> None:
@@ -31,14 +33,23 @@ def book_style() -> None:
 
 
 def matrix_heatmap(frame: pd.DataFrame, ax=None, *, title: str = "", vmin: float = 0.0,
-                   vmax: float = 1.0, fmt: str = ".2f", cbar: bool = True):
+                   vmax: float = 1.0, fmt: str = ".2f", cbar: bool = True,
+                   cmap: str = SIMILARITY_CMAP):
     """An annotated heatmap of a square similarity matrix (rows and columns labelled as the
-    frame's index and columns, with their names as axis labels)."""
+    frame's index and columns, with their names as axis labels).
+
+    The colour scale is fixed, 0 to 1 in ``SIMILARITY_CMAP`` by default, not fitted to the
+    data: a matrix of ours and one of a paper's drawn with the defaults compare at a glance
+    (a zoo whose entries all sit near 1 looks saturated, as it is).
+    """
+    if not vmin < vmax:
+        raise ValueError(f"vmin, vmax: expected vmin < vmax, got {vmin} and {vmax}; the "
+                         f"default 0 to 1 is the scale of STIR and CKA")
     if ax is None:
         side = min(COLUMN_WIDTH, 0.42 * len(frame) + 2.0)
         _, ax = plt.subplots(figsize=(side + (0.8 if cbar else 0), side))
     size = 10 if len(frame) <= 8 else 8 if len(frame) <= 14 else 6.5
-    sns.heatmap(frame, ax=ax, vmin=vmin, vmax=vmax, cmap="viridis", annot=True, fmt=fmt,
+    sns.heatmap(frame, ax=ax, vmin=vmin, vmax=vmax, cmap=cmap, annot=True, fmt=fmt,
                 annot_kws={"size": size}, square=True, cbar=cbar, linewidths=0.3,
                 cbar_kws={"shrink": 0.7})
     ax.set_xlabel(frame.columns.name or "")

@@ -91,8 +91,8 @@ def test_n2_n3():
     assert C.n2_adversarial_blocks(V.over_seeds(seeds(0.0, 0.02)), p2).verdict == "not reproduced"
     assert C.n2_adversarial_blocks(V.over_seeds(seeds(0.3 * p2, 0.02)), p2).verdict == "partly"
     assert C.n2_adversarial_blocks(V.over_seeds([p2]), p2).verdict == "not tested"
-    p3 = {k: pb[f"{k} residual rows"] - pb[f"{k} other rows"] for k in ("AT", "V")}
-    ours = {k: V.over_seeds(seeds(v, 0.01)) for k, v in p3.items()}
+    p3 = C.nanda_asymmetry()                  # STIR(other | residual) - STIR(residual | other)
+    ours = {k: V.over_seeds(seeds(v, 0.005)) for k, v in p3.items()}
     assert C.n3_residual_reference(ours, p3).verdict == "reproduced"
     null = {k: V.over_seeds(seeds(0.0, 0.01)) for k in p3}
     assert C.n3_residual_reference(null, p3).verdict == "not reproduced"
@@ -106,18 +106,23 @@ def test_n4_n5():
     assert C.n4_layers({"mlp": good, "conv": good}).verdict == "reproduced"
     assert C.n4_layers({"mlp": good, "conv": flat}).verdict == "partly"
     assert C.n4_layers({"mlp": flat}).verdict == "not reproduced"
-    assert C.n5_at_higher({"a": est(0.1, 0.02), "b": est(0.2, 0.02)}).verdict == "reproduced"
-    assert C.n5_at_higher({"a": est(0.0, 0.02), "b": est(-0.1, 0.02)}).verdict == "not reproduced"
-    # a saturated layer (both at ~1): a tiny difference beyond noise counts for neither side
-    tiny = V.Estimate(-0.0003, 0.0001, 3)
-    assert C.n5_at_higher({"a": est(0.1, 0.02), "b": tiny}).verdict == "partly"
-    assert V.count_rule({"a": est(0.1, 0.02), "b": tiny}, what="c").verdict == "not reproduced"
+    up, down = (seeds(0.9, 0.01), seeds(0.7, 0.01)), (seeds(0.7, 0.01), seeds(0.9, 0.01))
+    assert C.n5_at_higher({"a": up, "b": up}).verdict == "reproduced"
+    assert C.n5_at_higher({"a": up, "b": down}).verdict == "not reproduced"
+    # a layer where both trainings reach STIR = 1 within their noise counts for neither side
+    ceiling = ([0.9998, 0.9999, 1.0], [0.9997, 0.9999, 1.0])
+    assert C.n5_at_higher({"a": up, "b": ceiling}).verdict == "reproduced"
+    assert C.n5_at_higher({"a": ceiling}).verdict == "not tested"
+    # below the ceiling, no minimum effect: a small difference beyond noise counts
+    small = (seeds(0.9990, 0.0001), seeds(0.9993, 0.0001))
+    assert C.n5_at_higher({"a": up, "b": small}).verdict == "not reproduced"
 
 
 def test_n6():
     assert C.n6_losses(est(2.0, 1.0), est(0.1, 0.02)).verdict == "reproduced"
-    assert C.n6_losses(est(30.0, 2.0), est(0.0, 0.02)).verdict == "not reproduced"
-    assert C.n6_losses(est(2.0, 1.0), est(0.0, 0.02)).verdict == "partly"
+    assert C.n6_losses(est(2.0, 1.0), est(0.0, 0.02)).verdict == "not reproduced"
+    # similar robustness is the premise: where it fails the finding is not tested
+    assert C.n6_losses(est(30.0, 2.0), est(0.1, 0.02)).verdict == "not tested"
 
 
 def test_n7():
