@@ -125,18 +125,6 @@ def test_n6():
     assert C.n6_losses(est(30.0, 2.0), est(0.1, 0.02)).verdict == "not tested"
 
 
-def test_n7():
-    rising = [[0.6, 0.8, 0.88, 0.9], [0.62, 0.79, 0.87, 0.91], [0.61, 0.81, 0.89, 0.9]]
-    assert C.n7_updates(rising).verdict == "reproduced"
-    flat = [[0.9, 0.91, 0.89, 0.9], [0.91, 0.9, 0.9, 0.89], [0.9, 0.9, 0.91, 0.9]]
-    assert C.n7_updates(flat).verdict == "not reproduced"
-    shuffled = [list(np.array(r)[[3, 1, 0, 2]]) for r in rising]          # order destroyed
-    assert C.n7_updates(shuffled).verdict == "not reproduced"
-    linear = [[0.6, 0.7, 0.8, 0.9], [0.61, 0.71, 0.81, 0.91], [0.59, 0.69, 0.79, 0.89]]
-    assert C.n7_updates(linear).verdict == "partly"                      # no diminishing returns
-    assert C.n7_updates([rising[0]]).verdict == "not tested"
-
-
 # ----------------------------------------------------------------------------- Salman et al.
 def test_r1_r5():
     up, flat = est(5.0, 1.0), est(0.0, 1.0)

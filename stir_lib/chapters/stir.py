@@ -14,7 +14,10 @@ The zoo at ``ci`` scale (MNIST, all 60,000 training images, trained to convergen
   2018), with three seeds that change the initial weights and the batch order;
 * for N6, TRADES (Zhang et al. 2019) and MART (Wang et al. 2020) MLPs, three seeds each,
   with the AT recipe's optimiser budget (:func:`loss_recipe`);
-* for N7, chains of vanilla MLPs updated with 5,000 more images at each step.
+* for N7, chains of vanilla MLPs on nested training sets of 512, 1,024, ..., 32,768
+  images (each update doubles the data), every model trained for the same number of
+  optimiser steps, and at each size a same-data control (the same images and initial
+  weights, another batch order).
 
 At ``paper`` scale the zoo is the paper's: CIFAR-10 ResNet18/34 and VGG16/19 with the
 public STIR code's training defaults (see ``PRESETS["paper"]``; the values marked
@@ -50,6 +53,7 @@ PREVIOUS_BUILD = ("ci build of commit b348c59 (2026-12-06; the rules as landed i
 __all__ = ["RULES", "ROUND", "PREVIOUS_BUILD", "PRESETS", "settings", "start", "zoo", "name",
            "parse", "stir_images", "plan",
            "matrix_jobs", "layer_jobs", "length_jobs", "loss_models", "update_chain",
+           "chain_controls", "chain_epochs", "CONTROL_SEED_OFFSET",
            "update_jobs", "ARCH_LABELS", "NANDA_N1", "NANDA_NAMES", "NANDA_STIR", "NANDA_CKA",
            "nanda_n1_effects", "nanda_blocks", "nanda_asymmetry", "residual_asymmetry",
            "loss_recipe", "n5_premise", "n5_cells", "N5_CEILING", "N6_SIMILAR_PTS",
@@ -100,7 +104,7 @@ PRESETS = {
                                                         **{**_MNIST_AT, "adv_steps": 1})},
         loss_recipe=dict(adv_norm="l2", adv_eps=1.5, adv_steps=1, beta=6.0),
         losses_arch="mlp", n_stir=16, n_layers=16, inv_steps=20, snapshots=(1,),
-        chain=dict(base=200, step=100, steps=3, epochs=1, n_stir=16),
+        chain=dict(sizes=(128, 256, 512, 1024), steps=8, n_stir=16),
         eval_eps=1.5, eval_steps=3, n_eval=50),
     "ci": dict(
         dataset="mnist", data_root=None, verify_data=True, n_train=None, archs=_MNIST_ARCHS,
@@ -109,7 +113,10 @@ PRESETS = {
                  "V-conv": dict(_ADAM, epochs=12), "AT-conv": dict(_ADAM, epochs=5, **_MNIST_AT)},
         loss_recipe=dict(adv_norm="l2", adv_eps=1.5, adv_steps=3, beta=6.0),
         losses_arch="mlp", n_stir=250, n_layers=200, inv_steps=None, snapshots=(1, 3, 10),
-        chain=dict(base=5000, step=5000, steps=7, epochs=15, n_stir=250),
+        # N7 (rule of 2026-12-06): nested sets from 512 images (where an MLP still learns from
+        # more data) doubling to 32,768; 1,920 optimiser steps at every size (15 epochs of the
+        # largest set, batches of 256, so every size's epochs are whole)
+        chain=dict(sizes=tuple(512 * 2 ** k for k in range(7)), steps=1920, n_stir=250),
         eval_eps=1.5, eval_steps=20, n_eval=1000),
     "paper": dict(
         dataset="cifar10", data_root=None, verify_data=True, n_train=None, archs=_CIFAR_ARCHS,
@@ -124,8 +131,9 @@ PRESETS = {
                          adv_step_size=2 / 255, beta=6.0),
         losses_arch="r18", n_stir=1000, n_layers=1000, inv_steps=None, snapshots=(1, 10, 50),
         # The paper: 5k, 10k, ..., 45k training images, 5k held out. ASSUMPTION: each step
-        # retrains with the zoo's recipe from the same initialisation (not stated in the paper)
-        chain=dict(base=5000, step=5000, steps=8, epochs=150, n_stir=1000),
+        # retrains with the zoo's recipe from the same initialisation (not stated in the
+        # paper), for the optimiser steps of 150 epochs of the largest set (epochs rounded)
+        chain=dict(sizes=tuple(5000 * k for k in range(1, 10)), steps=150 * 352, n_stir=1000),
         eval_eps=1.0, eval_steps=20, n_eval=1000),
 }
 
@@ -282,25 +290,73 @@ def loss_models(S) -> dict[str, Train]:
     return out
 
 
-def update_chain(S, seed: int) -> list[tuple[int, Train]]:
-    """N7: vanilla models of ``losses_arch`` trained on the first ``base``, ``base + step``,
-    ... images of one shuffle of the training set (nested sets). Each step *retrains* with
-    the same recipe from the same initialisation (the seed), so that two consecutive
-    models differ only in their data; fine-tuning each model from the previous one would
-    tie the comparison to the length of each update. Returns (training-set size, job)."""
-    c, arch = S["chain"], S["losses_arch"]
+#: N7's same-data controls train with seed + CONTROL_SEED_OFFSET (another batch order) from
+#: the initial weights of the chain's seed.
+CONTROL_SEED_OFFSET = 500
+
+
+def chain_epochs(S, n: int) -> int:
+    """Epochs that give a model on ``n`` images the chain's optimiser-step budget
+    (``S["chain"]["steps"]``, batches of the V recipe's size, the last batch of an epoch
+    possibly smaller); rounded where the budget is not a whole number of epochs."""
+    bs = recipe(S, "V", S["losses_arch"])["batch_size"]
+    per_epoch = -(-n // bs)
+    return max(1, round(S["chain"]["steps"] / per_epoch))
+
+
+def _chain_job(S, n: int, seed: int, data_seed: int, init: Train | None = None,
+               label: str = "") -> Train:
+    """A vanilla ``losses_arch`` model on the first ``n`` images of the shuffle ``data_seed``
+    with the chain's step budget; a "step" learning-rate schedule keeps its cuts at the
+    same fractions of the run (so at the same optimiser steps) whatever the epochs."""
+    arch = S["losses_arch"]
     registry, kwargs, _ = S["archs"][arch]
-    cfg = TrainConfig(seed=seed, **{**recipe(S, "V", arch), "epochs": c["epochs"]})
-    sizes = [c["base"] + k * c["step"] for k in range(c["steps"] + 1)]
-    return [(n, Train(registry, cfg, Data(S["dataset"], "train", first=n, seed=1000 + seed,
-                                          root=S["data_root"], verify=S["verify_data"]),
-                      kwargs, label=f"chain{seed}-{n}"))
-            for n in sizes]
+    r = recipe(S, "V", arch)
+    epochs = chain_epochs(S, n)
+    if r.get("lr_schedule") == "step":
+        r["lr_step"] = max(1, round(r["lr_step"] * epochs / r["epochs"]))
+    cfg = TrainConfig(seed=seed, **{**r, "epochs": epochs})
+    data = Data(S["dataset"], "train", first=n, seed=data_seed, root=S["data_root"],
+                verify=S["verify_data"])
+    return Train(registry, cfg, data, kwargs, init=init, label=label)
+
+
+def update_chain(S, seed: int) -> list[tuple[int, Train]]:
+    """N7: vanilla models of ``losses_arch`` on nested training sets (the first ``n`` images
+    of one shuffle per chain, for each ``n`` of ``S["chain"]["sizes"]``), each trained from
+    the chain's initial weights (its seed) for the same number of optimiser steps
+    (:func:`chain_epochs`), the batch order drawn from the same seed at every size. A model
+    and its update therefore differ in their data and, unavoidably, in their batch order
+    (a permutation of more images), not in their initialisation or training length.
+    Returns (training-set size, job)."""
+    sizes = tuple(S["chain"]["sizes"])
+    if len(sizes) < 3 or list(sizes) != sorted(set(sizes)):
+        raise ValueError(f"chain sizes: expected at least three increasing sizes, got {sizes}")
+    return [(n, _chain_job(S, n, seed, 1000 + seed, label=f"chain{seed}-{n}")) for n in sizes]
+
+
+def chain_controls(S, seed: int) -> list[tuple[int, Train]]:
+    """N7's same-data controls: for every size after the first, a model on the same images
+    as the chain's model of that size, from the same initial weights, with the same step
+    budget, but another batch order (seed ``seed + CONTROL_SEED_OFFSET``). STIR between it
+    and the chain's model is what batch order alone costs: the floor a data effect must
+    clear. Returns (training-set size, job)."""
+    sizes = tuple(S["chain"]["sizes"])
+    arch = S["losses_arch"]
+    registry, kwargs, _ = S["archs"][arch]
+    # the chain's initial weights: a run of no epochs with the chain's seed
+    init = Train(registry, TrainConfig(seed=seed, **{**recipe(S, "V", arch), "epochs": 0}),
+                 Data(S["dataset"], "train", first=sizes[0], seed=1000 + seed,
+                      root=S["data_root"], verify=S["verify_data"]),
+                 kwargs, label=f"chain{seed}-init")
+    return [(n, _chain_job(S, n, seed + CONTROL_SEED_OFFSET, 1000 + seed, init=init,
+                           label=f"control{seed}-{n}")) for n in sizes[1:]]
 
 
 def update_jobs(S) -> list[Invert]:
     X = stir_images(S, S["chain"]["n_stir"])
-    return [_invert(S, job, X) for seed in S["seeds"] for _, job in update_chain(S, seed)]
+    return [_invert(S, job, X) for seed in S["seeds"]
+            for _, job in update_chain(S, seed) + chain_controls(S, seed)]
 
 
 def plan(scale: str = "ci", notebooks=("stir_pairs", "stir_layers", "stir_losses"),
@@ -455,35 +511,61 @@ RULES = rule_records(
                    "verdict is the finding's: STIR within one loss (AT seed pairs) above STIR "
                    "between losses beyond noise."),
     RuleRecord('N7', 'updating a model with more data raises STIR monotonically, with diminishing returns',
-               "2026-12-01"),
+               ROUND, previous='not reproduced', previous_build=PREVIOUS_BUILD,
+               why='The claim is about data, but each step retrained for a fixed number of epochs (more data, more optimiser steps) with no measure of what retraining on the same data shares. The rule now judges the rise on chains with one step budget, against a same-data floor (premise: the first update moves the model beyond that floor; the rise must close the gap to it).'),
 )
 
 
 # ----------------------------------------------------------------------------- claim rules
-def n7_updates(series: Sequence[Sequence[float]]) -> Verdict:
+def n7_updates(series: Sequence[Sequence[float]], floor: Sequence[Sequence[float]]) -> Verdict:
     """N7: updating a model with more data raises STIR monotonically, with diminishing
-    returns.
+    returns (rule of 2026-12-06).
 
-    ``series[s][k]``: STIR (both directions averaged) between the k-th model of seed s's
-    update chain and its update. (a) rise: last minus first (paired over seeds,
-    :func:`sign_rule`); (b) monotone: no step falls beyond noise; (c) diminishing: the
-    first step's change exceeds the last step's. *Reproduced*: all three; *partly*: (a)
-    without (b) or (c); *not reproduced*: no rise beyond noise.
+    ``series[s][k]``: STIR (both directions averaged) between the k-th model of chain s and
+    its update (the model on the next, larger set); ``floor[s][k]``: STIR between that
+    update and its same-data control (same images and initial weights, another batch
+    order), i.e. what retraining on the *same* data shares. The gap floor - series is the
+    shared invariance an update loses to its new data beyond what batch order alone costs.
+    All differences are paired over chains (95 % t intervals).
+
+    * premise: the first update's gap is positive beyond noise (the data change moves the
+      model beyond training noise at the smallest sizes); else *not tested*: the chain
+      cannot show an effect of data at this scale;
+    * (a) rise: the last update's STIR minus the first's is positive beyond noise, *and*
+      the gap closes (first gap minus last gap positive beyond noise), so that the rise is
+      not only the floor rising with the set size;
+    * (b) monotone: no update's STIR falls beyond noise from the previous one's;
+    * (c) diminishing: the first step's rise minus the last step's is positive beyond noise.
+
+    *Reproduced*: (a), (b) and (c); *partly*: (a) without (b) or (c); *not reproduced*: no
+    rise (a). One chain: noise not measured, *not tested*.
     """
-    a = np.asarray(series, float)
+    a, f = np.asarray(series, float), np.asarray(floor, float)
     if a.ndim != 2 or a.shape[1] < 3:
-        raise ValueError(f"series: expected (seeds, >= 3 steps), got shape {a.shape}")
-    rise = over_seeds(a[:, -1] - a[:, 0])
-    steps = {f"step {k + 1}": over_seeds(a[:, k + 1] - a[:, k]) for k in range(a.shape[1] - 1)}
-    dim = over_seeds((a[:, 1] - a[:, 0]) - (a[:, -1] - a[:, -2]))
-    if not rise.measured:
+        raise ValueError(f"series: expected (chains, >= 3 updates), got shape {a.shape}")
+    if f.shape != a.shape:
+        raise ValueError(f"floor: expected the series' shape {a.shape} (one same-data control "
+                         f"per update), got {f.shape}")
+    if a.shape[0] < 2:
         return not_tested("one chain only: noise not measured")
-    up = rise.beyond_noise(+1)
+    gap = f - a
+    first_gap = over_seeds(gap[:, 0])
+    rise = over_seeds(a[:, -1] - a[:, 0])
+    closes = over_seeds(gap[:, 0] - gap[:, -1])
+    steps = {f"update {k + 2}": over_seeds(a[:, k + 1] - a[:, k]) for k in range(a.shape[1] - 1)}
+    dim = over_seeds((a[:, 1] - a[:, 0]) - (a[:, -1] - a[:, -2]))
+    reason = (f"first update's gap to the same-data floor {first_gap.mean:+.3f}"
+              f"±{first_gap.half_width:.3f}")
+    if not first_gap.beyond_noise(+1):
+        return not_tested(f"{reason}: not beyond noise, so the updates do not change the model "
+                          f"beyond retraining on the same data")
+    up = rise.beyond_noise(+1) and closes.beyond_noise(+1)
     monotone = not any(v.beyond_noise(-1) for v in steps.values())
     diminishing = dim.beyond_noise(+1)
-    reason = (f"rise {rise.mean:+.3f}±{rise.half_width:.3f}, "
-              f"{'no step falls' if monotone else 'a step falls'} beyond noise, "
-              f"first minus last step {dim.mean:+.3f}±{dim.half_width:.3f}")
+    reason += (f"; rise {rise.mean:+.3f}±{rise.half_width:.3f}, gap closes by "
+               f"{closes.mean:+.3f}±{closes.half_width:.3f}, "
+               f"{'no update falls' if monotone else 'an update falls'} beyond noise, "
+               f"first minus last step {dim.mean:+.3f}±{dim.half_width:.3f}")
     if up and monotone and diminishing:
         return Verdict("reproduced", reason)
     if up:
