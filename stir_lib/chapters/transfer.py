@@ -4,18 +4,15 @@ R1-R5.
 
 At ``ci`` scale (all offline):
 
-* **sources**: MLPs trained on Fashion-MNIST {xiao2017fashion} classes 0-4 (T-shirt,
-  trouser, pullover, dress, coat: 30,000 images), with L2 PGD adversarial training at a
-  grid of radii eps (eps 0: standard), three widths (hidden layers of 128, 256 and 512
-  units: R5), three seeds each; for R4 a fourth, narrower width (32 units) at the radii of
-  the width grid, so that sources of one eps differ in accuracy by their capacity, each
-  trained to convergence. Robust training costs these sources clean accuracy, as it costs
-  the paper's ImageNet models.
-* **tasks**: ``fashion-near`` (Fashion-MNIST classes 5-9: sandal, shirt, sneaker, bag,
-  ankle boot: the source's domain, classes it never saw), ``mnist-far`` (MNIST digits: a
-  different domain), ``mnist-few`` (MNIST with 10 labels per class: low data); each tested
-  on every test image of its classes (5,000 or 10,000). Coarse copies (downscaled to
-  ``coarse`` pixels and back) of every task for R3.
+* **sources**: MLPs trained on Fashion-MNIST {xiao2017fashion} classes 0-4 (30,000
+  images), with L2 PGD adversarial training at a grid of radii eps (eps 0: standard), three
+  widths (hidden layers of 128, 256 and 512 units: R5) and for R4 a fourth (32 units), so
+  that sources of one eps differ in accuracy by capacity; three seeds each. Robust
+  training costs them clean accuracy, as it costs the paper's ImageNet models.
+* **tasks**: ``fashion-near`` (Fashion-MNIST classes 5-9: the source's domain, classes it
+  never saw), ``mnist-far`` (MNIST digits), ``mnist-few`` (MNIST, 10 labels per class);
+  each tested on every test image of its classes. Coarse copies (downscaled to ``coarse``
+  pixels and back) of every task for R3.
 * **heads**: a budget in optimiser steps (``ff`` / ``ft`` ``steps``), the same for every
   task whatever its size (:func:`head_hparams` turns it into epochs of that task).
 
@@ -173,8 +170,7 @@ def tasks(S, data_root=None, verify: bool = True) -> dict[str, TaskSpec]:
 
 
 def n_train_of(spec: TaskSpec) -> int:
-    """Training images of a task, from its description where it says (``n_train`` or
-    ``per_class`` x classes), else by building it."""
+    """Training images of a task: ``n_train``, or ``per_class`` x classes, or built."""
     if spec.n_train is not None:
         return int(spec.n_train)
     if spec.per_class is not None:
@@ -194,8 +190,7 @@ def head_hparams(hp: Mapping, n_train: int) -> dict:
     hp = dict(hp)
     if "steps" not in hp:
         if "decay_at" in hp:
-            raise ValueError("decay_at: expected only with a budget in steps; got it with "
-                             f"epochs ({hp})")
+            raise ValueError(f"decay_at: expected only with a budget in steps, got {hp}")
         return hp
     steps, decay = hp.pop("steps"), hp.pop("decay_at", None)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -205,18 +200,13 @@ def head_hparams(hp: Mapping, n_train: int) -> dict:
                          f"lr_step), got both: {sorted(hp)}; drop epochs/lr_step")
     if isinstance(n_train, bool) or not isinstance(n_train, (int, np.integer)) or n_train < 1:
         raise ValueError(f"n_train: expected a positive number of training images, got {n_train!r}")
-    batch = hp.get("batch_size", 64)
-    per_epoch = math.ceil(n_train / batch)
-    epochs = math.ceil(steps / per_epoch)
-    if decay is None:
-        lr_step = None
-    elif not 0.5 <= decay < 1:
+    if decay is not None and not 0.5 <= decay < 1:
         raise ValueError(f"decay_at: expected a fraction in [0.5, 1) (one division of the rate) "
                          f"or None, got {decay!r}")
-    else:
-        lr_step = math.ceil(epochs * decay)
-        lr_step = None if lr_step >= epochs else lr_step   # one epoch: nothing after it
-    return dict(hp, epochs=epochs, lr_step=lr_step)
+    epochs = math.ceil(steps / math.ceil(n_train / hp.get("batch_size", 64)))
+    lr_step = None if decay is None else math.ceil(epochs * decay)
+    # one epoch (or a decay at the end): nothing after it
+    return dict(hp, epochs=epochs, lr_step=None if lr_step is None or lr_step >= epochs else lr_step)
 
 
 def _hp(d: dict) -> tuple:
@@ -304,9 +294,8 @@ SOURCES = MappingProxyType({
     "R5": "Salman et al. 2020, width experiment (figure only)",
 })
 
-# The round of rule changes and the build they are compared with: the same strings as
-# stir_lib.chapters.ROUND and PREVIOUS_BUILD (importing them from the package here would be
-# an import cycle; tests/test_rule_records.py checks they agree).
+# stir_lib.chapters.ROUND and PREVIOUS_BUILD, copied (importing them from the package here
+# is an import cycle; tests/test_transfer_rules.py checks they agree)
 _ROUND = "2026-12-06"
 _PREVIOUS_BUILD = ("ci build of commit b348c59 (2026-12-06; the rules as landed in f041e1b, "
                    "CI of stop 28)")
@@ -321,8 +310,7 @@ RULES = rule_records(
                    "seeds whose test accuracy is then read inflates the gain (winner's curse); "
                    "the heads now get a budget in optimiser steps and eps is chosen on the "
                    "other seeds."),
-    RuleRecord('R2', 'the best eps depends on the downstream set',
-               "2026-12-01"),
+    RuleRecord('R2', 'the best eps depends on the downstream set', "2026-12-01"),
     RuleRecord('R3', "downscaling every downstream set to 32x32 makes the best eps larger, like CIFAR's",
                _ROUND, previous="not reproduced", previous_build=_PREVIOUS_BUILD,
                why="The claim is that robustness pays more, up to a larger eps, once the images "
@@ -339,14 +327,12 @@ RULES = rule_records(
                    "not that it reverses. The rule now takes sources of four widths, each "
                    "trained to convergence, and judges the break as the within-eps minus the "
                    "across-eps correlation, paired by seed."),
-    RuleRecord('R5', 'the gains grow with network width',
-               "2026-12-01"),
+    RuleRecord('R5', 'the gains grow with network width', "2026-12-01"),
 )
 
 
 # ----------------------------------------------------------------------------- the quantities
-# The notebook's transfers are one long table (task, mode, width, eps, seed, val, test: one
-# row per transfer, accuracies in %); the sources one table (width, eps, seed, clean acc.).
+# the notebook's transfers: one row each (accuracies in %)
 _RES_COLUMNS = ("task", "mode", "width", "eps", "seed", "val", "test")
 
 #: R4's premises: the least spread (points, between the seed-mean source accuracies) for
@@ -371,8 +357,7 @@ def curves(res: pd.DataFrame, task: str, mode: str, width: str) -> tuple[pd.Data
         raise ValueError(f"no transfer of task {task!r}, mode {mode!r}, width {width!r}; "
                          f"expected one of {have}")
     if d.duplicated(["eps", "seed"]).any():
-        raise ValueError(f"{task} {mode} {width}: expected one transfer per (eps, seed), got "
-                         f"duplicates {d[d.duplicated(['eps', 'seed'])][['eps', 'seed']].values.tolist()}")
+        raise ValueError(f"{task} {mode} {width}: expected one transfer per (eps, seed), got duplicates")
     out = tuple(d.pivot(index="eps", columns="seed", values=v).sort_index().sort_index(axis=1)
                 for v in ("val", "test"))
     if out[0].isna().any().any():
@@ -381,10 +366,14 @@ def curves(res: pd.DataFrame, task: str, mode: str, width: str) -> tuple[pd.Data
     return out
 
 
-def _check_table(t: pd.DataFrame, name: str) -> None:
+def _check_table(t: pd.DataFrame, name: str, like: pd.DataFrame | None = None) -> None:
     if not isinstance(t, pd.DataFrame) or t.empty:
         raise ValueError(f"{name}: expected a non-empty table (rows eps, columns seed), got "
                          f"{type(t).__name__}")
+    if like is not None and (list(t.index) != list(like.index) or list(t.columns) != list(like.columns)):
+        raise ValueError(f"{name}: expected the same eps (rows) and seeds (columns) as the other "
+                         f"table, {list(like.index)} x {list(like.columns)}; got {list(t.index)} x "
+                         f"{list(t.columns)}")
 
 
 def loso_best_eps(val: pd.DataFrame, robust_only: bool = True) -> dict:
@@ -410,11 +399,7 @@ def loso_best_eps(val: pd.DataFrame, robust_only: bool = True) -> dict:
 def loso_gains(val: pd.DataFrame, test: pd.DataFrame) -> pd.Series:
     """R1's quantity per seed: test accuracy at the leave-one-seed-out best robust eps
     (:func:`loso_best_eps`) minus test accuracy at eps 0, for the same seed (points)."""
-    _check_table(test, "test")
-    if list(val.index) != list(test.index) or list(val.columns) != list(test.columns):
-        raise ValueError("val and test: expected the same eps (rows) and seeds (columns), got "
-                         f"{list(val.index)} x {list(val.columns)} and {list(test.index)} x "
-                         f"{list(test.columns)}")
+    _check_table(test, "test", like=val)
     if 0.0 not in test.index:
         raise ValueError(f"test: expected a row for eps 0 (the standard source), got "
                          f"{list(test.index)}")
@@ -434,11 +419,7 @@ def granularity_contrast(full: pd.DataFrame, coarse: pd.DataFrame) -> pd.Series:
     seed, the same grid (:func:`curves`).
     """
     _check_table(full, "full")
-    _check_table(coarse, "coarse")
-    if list(full.index) != list(coarse.index) or list(full.columns) != list(coarse.columns):
-        raise ValueError("full and coarse: expected the same eps (rows) and seeds (columns), got "
-                         f"{list(full.index)} x {list(full.columns)} and {list(coarse.index)} x "
-                         f"{list(coarse.columns)}")
+    _check_table(coarse, "coarse", like=full)
     if len(full) < 2:
         raise ValueError(f"expected at least two eps to compare, got {list(full.index)}")
     d = (coarse.sort_index() - full.sort_index()).to_numpy()   # (K eps, seeds)
@@ -462,10 +443,12 @@ def accuracy_spread(acc: pd.Series, widths: Sequence[str], eps: float) -> float:
     return float(np.ptp(means))
 
 
-def _series_check(s: pd.Series, levels: tuple, name: str) -> None:
-    if not isinstance(s, pd.Series) or tuple(s.index.names) != levels:
-        raise ValueError(f"{name}: expected a Series indexed by {levels}, got "
-                         f"{getattr(s.index, 'names', type(s).__name__)}")
+def _check_r4(acc: pd.Series, transfer: pd.Series) -> None:
+    for s, levels, name in ((acc, ("width", "eps", "seed"), "acc"),
+                            (transfer, ("task", "width", "eps", "seed"), "transfer")):
+        if not isinstance(s, pd.Series) or tuple(s.index.names) != levels:
+            raise ValueError(f"{name}: expected a Series indexed by {levels}, got "
+                             f"{getattr(s.index, 'names', type(s).__name__)}")
 
 
 def spearman_within_eps(acc: pd.Series, transfer: pd.Series, widths: Sequence[str],
@@ -476,8 +459,7 @@ def spearman_within_eps(acc: pd.Series, transfer: pd.Series, widths: Sequence[st
     ``acc``: source accuracy by (width, eps, seed); ``transfer``: test accuracy by (task,
     width, eps, seed). Returns one value per seed, in the order of ``seeds``.
     """
-    _series_check(acc, ("width", "eps", "seed"), "acc")
-    _series_check(transfer, ("task", "width", "eps", "seed"), "transfer")
+    _check_r4(acc, transfer)
     if len(widths) < 2 or not eps or not tasks:
         raise ValueError(f"expected at least two widths, one eps and one task, got {widths}, "
                          f"{eps}, {tasks}")
@@ -490,8 +472,7 @@ def spearman_across_eps(acc: pd.Series, transfer: pd.Series, width: str, eps: Se
                         tasks: Sequence[str], seeds: Sequence) -> np.ndarray:
     """R4 (b) per seed: the same correlation across the sources of one ``width`` at every
     ``eps`` of the grid, averaged over ``tasks``."""
-    _series_check(acc, ("width", "eps", "seed"), "acc")
-    _series_check(transfer, ("task", "width", "eps", "seed"), "transfer")
+    _check_r4(acc, transfer)
     if len(eps) < 3 or not tasks:
         raise ValueError(f"expected at least three eps and one task, got {eps}, {tasks}")
     return np.array([np.mean([spearman([acc[(width, e, s)] for e in eps],
@@ -501,12 +482,9 @@ def spearman_across_eps(acc: pd.Series, transfer: pd.Series, width: str, eps: Se
 
 def head_curve(model, task, mode: str, hp: Mapping, budgets: Sequence[int], seed: int) -> pd.DataFrame:
     """Whether a head's budget suffices: validation accuracy (%, at the best learning rate of
-    ``hp``) of heads trained for each budget of optimiser steps in ``budgets``, one row each.
-
-    ``hp``: the preset's ``ff`` or ``ft`` (a budget in ``steps``, :func:`head_hparams`);
-    ``mode``: "fixed-feature" or "fine-tune". The heads are not cached and the task's test
-    split is replaced by its validation split, so the curve never reads test.
-    """
+    ``hp``: the preset's ``ff`` or ``ft``) of a head trained for each number of optimiser
+    steps in ``budgets``, one row each. Not cached; the task's test split is replaced by its
+    validation split, so the curve never reads test."""
     from ..transfer import fine_tune, fixed_feature
 
     fn = {"fixed-feature": fixed_feature, "fine-tune": fine_tune}
