@@ -129,7 +129,8 @@ def _run(m1: nn.Module, m2: nn.Module, X, *, layer1: features.LayerSpec, layer2:
          step_size: float | None, pool: torch.Tensor | None, cka: Callable, spatial: str,
          box, use_cache: bool, batch_size: int, progress: bool | None,
          return_iris: bool = False, keep_rows: bool = False,
-         extra: Mapping[str, tuple[nn.Module, features.LayerSpec, int]] | None = None) -> _Run:
+         extra: Mapping[str, tuple[nn.Module, features.LayerSpec, int]] | None = None,
+         fake_relu: bool | tuple[bool, bool] = False, clamp_start: bool = True) -> _Run:
     """One pass over X: for each batch and seed, the IRIs of m1 and of m2, scored by every
     scorer ``name -> (model, layer, 1 or 2: whose IRIs it scores)``; "m2_given_m1" and
     "m1_given_m2" always, ``extra`` besides; "cka" (the reference pair m1(X), m2(X)) too.
@@ -151,12 +152,16 @@ def _run(m1: nn.Module, m2: nn.Module, X, *, layer1: features.LayerSpec, layer2:
         items: Iterable = [(X, None, None)]
     else:
         _check_batches(X, cka, seed_kind, use_cache)
-        starts = [stir_batches.Starts(seed_kind, s, pool, box) for s in seeds]
+        starts = [stir_batches.Starts(seed_kind, s, pool, box, clamp_start) for s in seeds]
         items = stir_batches.with_rest(stir_batches.batches(X))
     scorers = {"m2_given_m1": (m2, layer2, 1), "m1_given_m2": (m1, layer1, 2), **(extra or {})}
     rk: dict[str, Any] = dict(spatial=spatial, box=box, batch_size=batch_size)
     kw: dict[str, Any] = dict(method=method, steps=steps, step_size=step_size, spatial=spatial, box=box,
-              batch_size=batch_size, progress=progress)
+              batch_size=batch_size, progress=progress, clamp_start=clamp_start)
+    fake = fake_relu if isinstance(fake_relu, tuple) else (fake_relu, fake_relu)
+    if len(fake) != 2 or not all(isinstance(f, bool) for f in fake):
+        raise TypeError(f"fake_relu: expected a bool or a pair (m1's, m2's) of bools, got "
+                        f"{fake_relu!r}")
     sums = {name: [LinearCKASums() for _ in seeds] for name in scorers}
     cka_sums = LinearCKASums()
     values: dict[str, list[float]] = {name: [] for name in scorers}
@@ -195,7 +200,8 @@ def _run(m1: nn.Module, m2: nn.Module, X, *, layer1: features.LayerSpec, layer2:
                        else dict(start=starts[si].take(xb, rest)))
                 for j, (m, layer) in enumerate(((m1, layer1), (m2, layer2)), 1):
                     # m_j(X'_j) ~ m_j(X); one direction at a time, so one set of IRIs is alive
-                    inv = invert(m, xb.to(device_of(m)), layer, **how, **kw)
+                    inv = invert(m, xb.to(device_of(m)), layer, **how, **kw,
+                                 fake_relu=fake[j - 1])
                     for name, (model, lay, d) in scorers.items():
                         if d != j:
                             continue
@@ -333,7 +339,8 @@ def stir(m1: nn.Module, m2: nn.Module, X: torch.Tensor | Iterable[Any], *,
          spatial: str = "flatten", box: tuple[float, float] = (0.0, 1.0),
          use_cache: bool = False, batch_size: int = 500, progress: bool | None = None,
          return_iris: bool = False, bootstrap: int = 0, level: float = 0.95,
-         bootstrap_seed: int = 0) -> STIRResult:
+         bootstrap_seed: int = 0, fake_relu: bool | tuple[bool, bool] = False,
+         clamp_start: bool = True) -> STIRResult:
     """STIR in both directions and CKA for a pair of models (Nanda et al. 2022).
 
     For each seed s: IRIs X'_1 of m1 are found from X (:func:`~stir_lib.inversion.invert`,
@@ -387,6 +394,12 @@ def stir(m1: nn.Module, m2: nn.Module, X: torch.Tensor | Iterable[Any], *,
             score itself. Read it as the spread over images, not as a corrected estimate.
         level: the interval's coverage (0.95).
         bootstrap_seed: seeds the resampling.
+        fake_relu, clamp_start: the public STIR code's two departures from the paper's
+            procedure, for both directions (see :func:`~stir_lib.inversion.invert`; default
+            off: the paper's): a straight-through final ReLU during the inversion's steps
+            (which the public code uses for every model not named VGG, Inception or
+            "sparse"), and the first step from the unclamped Gaussian start. ``fake_relu``
+            may be a pair: (for m1's IRIs, for m2's).
 
     Returns:
         :class:`STIRResult`.
@@ -400,7 +413,8 @@ def stir(m1: nn.Module, m2: nn.Module, X: torch.Tensor | Iterable[Any], *,
                  method=method, steps=steps, step_size=step_size, pool=pool, cka=cka,
                  spatial=spatial, box=box, use_cache=use_cache, batch_size=batch_size,
                  progress=progress, return_iris=return_iris, bootstrap=bootstrap, level=level,
-                 bootstrap_seed=bootstrap_seed)[0]
+                 bootstrap_seed=bootstrap_seed, fake_relu=fake_relu,
+                 clamp_start=clamp_start)[0]
 
 
 def _stir(m1: nn.Module, m2: nn.Module, X, *, layer1, layer2, seeds, bootstrap: int,
@@ -433,7 +447,9 @@ def stir_matrix(models: Mapping[str, nn.Module], X: torch.Tensor, *,
                 cka: Callable[[torch.Tensor, torch.Tensor], float] = linear_cka,
                 spatial: str = "flatten", box: tuple[float, float] = (0.0, 1.0),
                 use_cache: bool = False, batch_size: int = 500, progress: bool | None = None,
-                return_std: bool = False, return_iris: bool = False) -> tuple:
+                return_std: bool = False, return_iris: bool = False,
+                fake_relu: bool | Mapping[str, bool] = False,
+                clamp_start: bool = True) -> tuple:
     """STIR and CKA between every pair of models.
 
     Convention: entry ``[i, j]`` of the STIR matrix is STIR(m_j | m_i): row i
@@ -451,7 +467,8 @@ def stir_matrix(models: Mapping[str, nn.Module], X: torch.Tensor, *,
         layers: name -> layer (a str or a :class:`~stir_lib.features.Layer`) for some or
             all models; the others use their default.
         seeds: as in :func:`stir`; so are seed_kind, method, steps, step_size, pool, cka,
-            spatial, box, use_cache, batch_size and progress.
+            spatial, box, use_cache, batch_size, progress, fake_relu and clamp_start;
+            ``fake_relu`` may be a dict name -> bool per reference model (absent: False).
         return_std: also return the std over seeds (ddof=1) of every STIR entry.
         return_iris: also return the IRIs: a dict (reference name, seed) -> tensor.
 
@@ -478,6 +495,9 @@ def stir_matrix(models: Mapping[str, nn.Module], X: torch.Tensor, *,
         raise ValueError(f"layers: expected keys among the model names {names}, got "
                          f"{unknown}")
     lay = {n: resolve_layer(models[n], layers.get(n), f"layers[{n!r}]") for n in names}
+    if isinstance(fake_relu, Mapping) and set(fake_relu) - set(names):
+        raise ValueError(f"fake_relu: expected keys among the model names {names}, got "
+                         f"{sorted(set(fake_relu) - set(names))}")
     seeds = _check_seeds(seeds)
     rk: dict[str, Any] = dict(spatial=spatial, box=box, batch_size=batch_size)
     k = len(names)
@@ -496,7 +516,9 @@ def stir_matrix(models: Mapping[str, nn.Module], X: torch.Tensor, *,
                 inv = invert(models[a], X.to(device_of(models[a])), lay[a], seed=s,
                              seed_kind=seed_kind, method=method, steps=steps,
                              step_size=step_size, pool=pool, spatial=spatial, box=box,
-                             use_cache=use_cache, batch_size=batch_size, progress=progress)
+                             use_cache=use_cache, batch_size=batch_size, progress=progress,
+                             clamp_start=clamp_start, fake_relu=fake_relu.get(a, False)
+                             if isinstance(fake_relu, Mapping) else fake_relu)
                 if return_iris:
                     iris[(a, s)] = inv.x_prime
                 for j, b in enumerate(names):

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
-from .inversion import _in_box, _pool_starts, _unit_starts
+from .inversion import _check_clamp, _in_box, _pool_starts, _unit_starts
 from .validation import check_choice
 
 __all__ = ["BATCH_SEED_KINDS", "Starts", "batches", "with_rest", "draws_match", "check_draws",
@@ -97,12 +97,15 @@ class Starts:
 
     Call :meth:`take` once per batch, in order, with the batch and the ``rest`` that
     :func:`with_rest` gives it; it returns the rows of the all-at-once draw that belong to
-    the batch, on the batch's device and in its dtype.
+    the batch, on the batch's device and in its dtype. ``clamp=False``: the raw "noise" of
+    ``seeds(..., clamp=False)`` (the start of ``invert(..., clamp_start=False)``).
     """
 
     def __init__(self, kind: str, seed: int, pool: torch.Tensor | None = None,
-                 box: Sequence[float] = (0.0, 1.0)) -> None:
+                 box: Sequence[float] = (0.0, 1.0), clamp: bool = True) -> None:
         check_choice(kind, "seed_kind (X given as batches)", BATCH_SEED_KINDS)
+        _check_clamp(kind, clamp)
+        self.clamp = clamp
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
         if kind == "pool" and not (isinstance(pool, torch.Tensor) and len(pool)):
@@ -123,7 +126,7 @@ class Starts:
                 raise ValueError(f"pool: expected images of shape (M, "
                                  f"{', '.join(map(str, shape[1:]))}), got {tuple(self.pool.shape)}")
             return _pool_starts(self.pool, len(x), self.g, x)
-        out = _unit_starts(self.kind, shape, self.g,
+        out = _unit_starts(self.kind, shape, self.g, clamp=self.clamp,
                            normal=lambda s: self._normal(x.numel(), rest).view(s))
         return _in_box(out, self.lo, self.hi, x)
 

@@ -20,8 +20,8 @@ FLOORS = [
     ["stir_lib.validation", "stir_lib.progress", "stir_lib.paths"],          # plumbing
     ["stir_lib.threads", "stir_lib.scales", "stir_lib.cache"],
     ["stir_lib.models", "stir_lib.data", "stir_lib.verdicts"],                # things
-    ["stir_lib.features", "stir_lib.attacks", "stir_lib.similarity", "stir_lib.batch_cka",
-     "stir_lib.spectral"],
+    ["stir_lib.features", "stir_lib.straight_relu", "stir_lib.attacks", "stir_lib.similarity",
+     "stir_lib.batch_cka", "stir_lib.spectral"],
     ["stir_lib.training", "stir_lib.inversion"],                              # procedures
     ["stir_lib.stir", "stir_lib.stir_batches", "stir_lib.stir_result", "stir_lib.baselines",
      "stir_lib.transfer", "stir_lib.checkpoints"],

@@ -200,7 +200,10 @@ class Snapshot:
 @dataclass(frozen=True)
 class Invert:
     """The IRIs of ``model`` for the images of ``X`` (see :func:`stir_lib.inversion.invert`,
-    with its defaults for ``steps``/``step_size`` when None)."""
+    with its defaults for ``steps``/``step_size`` when None). ``fake_relu`` and
+    ``clamp_start`` are the public STIR code's choices (default: the paper's procedure);
+    they enter the key only when not the default, as :func:`~stir_lib.inversion.inversion_key`
+    does."""
 
     model: Train | Snapshot
     X: Data
@@ -211,6 +214,8 @@ class Invert:
     seed: int = 0
     seed_kind: str = "noise"
     spatial: str = "flatten"
+    fake_relu: bool = False
+    clamp_start: bool = True
 
     kind = "inversion"
 
@@ -225,7 +230,8 @@ class Invert:
         return inversion_key(f"model:{self.model.key()}", self.X.images, layer,
                              spatial=self.spatial, method=self.method, steps=steps,
                              step_size=step_size, seed=self.seed, seed_kind=self.seed_kind,
-                             box=(0.0, 1.0))
+                             box=(0.0, 1.0), fake_relu=self.fake_relu,
+                             clamp_start=self.clamp_start)
 
     def key(self) -> str:
         return _key(self)
@@ -245,11 +251,14 @@ class Invert:
         model = self.model.run(device, progress).model
         return invert(model, self.X.images, self.layer, method=self.method, steps=self.steps,
                       step_size=self.step_size, seed=self.seed, seed_kind=self.seed_kind,
-                      spatial=self.spatial, use_cache=True, progress=progress)
+                      spatial=self.spatial, use_cache=True, progress=progress,
+                      fake_relu=self.fake_relu, clamp_start=self.clamp_start)
 
     def describe(self) -> str:
         layer, steps, _ = self._resolved()
+        authors = ((", straight-through ReLU" if self.fake_relu else "")
+                   + ("" if self.clamp_start else ", unclamped start"))
         return (f"invert {self.model.label or self.model.arch} at {layer}: {self.X.count()} "
-                f"images, {self.method} {steps} steps, seed {self.seed}")
+                f"images, {self.method} {steps} steps, seed {self.seed}{authors}")
 
 
