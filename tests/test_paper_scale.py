@@ -81,7 +81,7 @@ def test_stir_chapters_run_at_paper_scale_on_tiny_cifar10(tmp_path):
                 snapshots=[1], recipes={"V": sgd, "AT": dict(sgd, loss="pgd-at", adv_norm="l2",
                                                               adv_eps=1.0, adv_steps=1)},
                 loss_recipe=dict(sgd, adv_norm="linf", adv_eps=8 / 255, adv_steps=1, beta=6.0),
-                chain=dict(base=40, step=20, steps=3, epochs=1, n_stir=8), eval_steps=1,
+                chain=dict(sizes=[32, 64, 96, 128], steps=4, n_stir=8), eval_steps=1,
                 n_eval=10)
     claims = set()
     for name in ("stir_pairs", "stir_layers", "stir_losses"):

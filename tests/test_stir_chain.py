@@ -92,3 +92,25 @@ def test_n7_rule_branches():
         C.n7_updates(rising, [r[:3] for r in floor])
     with pytest.raises(ValueError, match="updates"):
         C.n7_updates([r[:2] for r in rising], [r[:2] for r in floor])
+
+
+def test_stir_options_give_the_notebooks_the_plans_inversion_settings():
+    ci = C.settings("ci")
+    assert C.stir_options(ci, "V-mlp-0", "V-mlp-1") == dict(fake_relu=(False, False),
+                                                             clamp_start=True)
+    paper = C.settings("paper")
+    pair = C.stir_options(paper, "V-r18-0", "V-v16-0")
+    assert pair == dict(fake_relu=(True, False), clamp_start=False)
+    many = C.stir_options(paper, "AT-r18-0", "AT-r34-0", "AT-v19-0")
+    assert many == dict(fake_relu={"AT-r18-0": True, "AT-r34-0": True, "AT-v19-0": False},
+                        clamp_start=False)
+    # at an early layer of a ResNet the flag does not act in the authors' code
+    assert C.stir_options(paper, "V-r18-0", "V-r18-1", layer="layer2")["fake_relu"] == (False, False)
+    # chain models (not zoo names) are losses_arch's: a ResNet at paper scale
+    assert C.stir_options(paper, "chain-a", "chain-b")["fake_relu"] == (True, True)
+    # the same settings as the plan's Invert jobs
+    zoo = C.zoo(paper)
+    jobs = {j.model.label: j for j in C.matrix_jobs(paper, zoo)}
+    for n in ("V-r18-0", "V-v16-0"):
+        assert jobs[n].fake_relu == C.stir_options(paper, n, n)["fake_relu"][0]
+        assert jobs[n].clamp_start is False

@@ -32,9 +32,6 @@ ReLU, where the robustness library's ``fake_relu`` acts (:func:`authors_options`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
 import pandas as pd
 
 from ..jobs import Data, Invert, Snapshot, Train
@@ -42,12 +39,12 @@ from ..models import resolve_device
 from ..results import Scorecard
 from ..scales import choose_scale
 from ..training import TrainConfig
-from ..verdicts import (Verdict, not_tested, over_seeds, rule_records, RuleRecord)
+from ..verdicts import RuleRecord, rule_records
 from .stir_claims import (NANDA_CKA, NANDA_N1, NANDA_NAMES, NANDA_STIR, N5_CEILING,
                           N6_SIMILAR_PTS, SOURCES, _asymmetry, _is_residual, n1_seed_pairs,
                           n2_adversarial_blocks, n3_residual_reference, n4_layers,
                           n5_at_higher, n5_cells, n5_premise, n6_losses, nanda_asymmetry,
-                          nanda_blocks, nanda_n1_effects)
+                          n7_updates, nanda_blocks, nanda_n1_effects)
 
 # The round of rule changes and the build they are compared with: the same strings as
 # stir_lib.chapters.ROUND and PREVIOUS_BUILD (the package imports this module, so importing
@@ -60,7 +57,7 @@ __all__ = ["RULES", "ROUND", "PREVIOUS_BUILD", "PRESETS", "settings", "start", "
            "parse", "stir_images", "plan",
            "matrix_jobs", "layer_jobs", "length_jobs", "loss_models", "update_chain",
            "chain_controls", "chain_epochs", "CONTROL_SEED_OFFSET",
-           "update_jobs", "authors_options", "ARCH_LABELS", "NANDA_N1", "NANDA_NAMES", "NANDA_STIR", "NANDA_CKA",
+           "update_jobs", "authors_options", "stir_options", "ARCH_LABELS", "NANDA_N1", "NANDA_NAMES", "NANDA_STIR", "NANDA_CKA",
            "nanda_n1_effects", "nanda_blocks", "nanda_asymmetry", "residual_asymmetry",
            "loss_recipe", "n5_premise", "n5_cells", "N5_CEILING", "N6_SIMILAR_PTS",
            "SOURCES", "n1_seed_pairs",
@@ -158,6 +155,9 @@ def settings(scale: str, **overrides) -> dict:
         if unknown or len(S["archs"]) < 2:
             raise ValueError(f"archs: expected at least two of {list(full)}, got {S['archs']}")
         S["archs"] = {a: full[a] for a in S["archs"]}
+    # (registry, kwargs, layers) as tuples: overrides arrive as JSON lists, and jobs are hashed
+    S["archs"] = {a: (r, tuple(tuple(kv) for kv in kw), tuple(ls))
+                  for a, (r, kw, ls) in S["archs"].items()}
     if S["losses_arch"] not in S["archs"]:
         raise ValueError(f"losses_arch {S['losses_arch']!r}: expected one of the zoo's "
                          f"architectures {list(S['archs'])}")
@@ -236,6 +236,19 @@ def authors_options(S, registry: str, layer: str | None = None) -> dict:
 def _invert(S, model, X: Data, layer=None) -> Invert:
     return Invert(model, X, layer, method="reference", steps=S["inv_steps"],
                   **authors_options(S, model.arch, layer))
+
+
+def stir_options(S, *names: str, layer: str | None = None) -> dict:
+    """The inversion options of :func:`authors_options` as ``stir`` (two names: a pair) or
+    ``stir_matrix`` (any number: a dict) take them, for zoo models named ``names`` (chain
+    models: ``losses_arch``), so that the notebooks read the entries the plan computed."""
+    def registry(n):
+        arch = parse(n)[1] if n.count("-") == 2 else S["losses_arch"]
+        return S["archs"][arch][0]
+    opts = {n: authors_options(S, registry(n), layer) for n in names}
+    fake = {n: o["fake_relu"] for n, o in opts.items()}
+    return dict(fake_relu=tuple(fake.values()) if len(names) == 2 else fake,
+                clamp_start=not S.get("authors", False))
 
 
 def matrix_jobs(S, models: dict) -> list[Invert]:
@@ -535,57 +548,3 @@ RULES = rule_records(
 
 
 # ----------------------------------------------------------------------------- claim rules
-def n7_updates(series: Sequence[Sequence[float]], floor: Sequence[Sequence[float]]) -> Verdict:
-    """N7: updating a model with more data raises STIR monotonically, with diminishing
-    returns (rule of 2026-12-06).
-
-    ``series[s][k]``: STIR (both directions averaged) between the k-th model of chain s and
-    its update (the model on the next, larger set); ``floor[s][k]``: STIR between that
-    update and its same-data control (same images and initial weights, another batch
-    order), i.e. what retraining on the *same* data shares. The gap floor - series is the
-    shared invariance an update loses to its new data beyond what batch order alone costs.
-    All differences are paired over chains (95 % t intervals).
-
-    * premise: the first update's gap is positive beyond noise (the data change moves the
-      model beyond training noise at the smallest sizes); else *not tested*: the chain
-      cannot show an effect of data at this scale;
-    * (a) rise: the last update's STIR minus the first's is positive beyond noise, *and*
-      the gap closes (first gap minus last gap positive beyond noise), so that the rise is
-      not only the floor rising with the set size;
-    * (b) monotone: no update's STIR falls beyond noise from the previous one's;
-    * (c) diminishing: the first step's rise minus the last step's is positive beyond noise.
-
-    *Reproduced*: (a), (b) and (c); *partly*: (a) without (b) or (c); *not reproduced*: no
-    rise (a). One chain: noise not measured, *not tested*.
-    """
-    a, f = np.asarray(series, float), np.asarray(floor, float)
-    if a.ndim != 2 or a.shape[1] < 3:
-        raise ValueError(f"series: expected (chains, >= 3 updates), got shape {a.shape}")
-    if f.shape != a.shape:
-        raise ValueError(f"floor: expected the series' shape {a.shape} (one same-data control "
-                         f"per update), got {f.shape}")
-    if a.shape[0] < 2:
-        return not_tested("one chain only: noise not measured")
-    gap = f - a
-    first_gap = over_seeds(gap[:, 0])
-    rise = over_seeds(a[:, -1] - a[:, 0])
-    closes = over_seeds(gap[:, 0] - gap[:, -1])
-    steps = {f"update {k + 2}": over_seeds(a[:, k + 1] - a[:, k]) for k in range(a.shape[1] - 1)}
-    dim = over_seeds((a[:, 1] - a[:, 0]) - (a[:, -1] - a[:, -2]))
-    reason = (f"first update's gap to the same-data floor {first_gap.mean:+.3f}"
-              f"±{first_gap.half_width:.3f}")
-    if not first_gap.beyond_noise(+1):
-        return not_tested(f"{reason}: not beyond noise, so the updates do not change the model "
-                          f"beyond retraining on the same data")
-    up = rise.beyond_noise(+1) and closes.beyond_noise(+1)
-    monotone = not any(v.beyond_noise(-1) for v in steps.values())
-    diminishing = dim.beyond_noise(+1)
-    reason += (f"; rise {rise.mean:+.3f}±{rise.half_width:.3f}, gap closes by "
-               f"{closes.mean:+.3f}±{closes.half_width:.3f}, "
-               f"{'no update falls' if monotone else 'an update falls'} beyond noise, "
-               f"first minus last step {dim.mean:+.3f}±{dim.half_width:.3f}")
-    if up and monotone and diminishing:
-        return Verdict("reproduced", reason)
-    if up:
-        return Verdict("partly", reason)
-    return Verdict("not reproduced", reason)

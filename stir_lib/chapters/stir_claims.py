@@ -21,7 +21,7 @@ from ..verdicts import (Estimate, Verdict, at_most_rule, combine, count_rule, ef
 __all__ = ["NANDA_N1", "NANDA_NAMES", "NANDA_STIR", "NANDA_CKA", "nanda_n1_effects",
            "nanda_blocks", "nanda_asymmetry", "SOURCES", "n1_seed_pairs",
            "n2_adversarial_blocks", "n3_residual_reference", "n4_layers", "N5_CEILING",
-           "n5_premise", "n5_cells", "n5_at_higher", "N6_SIMILAR_PTS", "n6_losses"]
+           "n5_premise", "n5_cells", "n5_at_higher", "N6_SIMILAR_PTS", "n6_losses", "n7_updates"]
 
 
 def _is_residual(arch: str) -> bool:
@@ -300,3 +300,59 @@ def n6_losses(robust_spread: Estimate, seed_minus_loss: Estimate) -> Verdict:
         return not_tested(f"premise (similar robustness) not met: {premise.reason}")
     finding = sign_rule(seed_minus_loss, what="AT seed-pair STIR - cross-loss STIR")
     return Verdict(finding.verdict, f"premise met ({premise.reason}); {finding.reason}")
+
+
+def n7_updates(series: Sequence[Sequence[float]], floor: Sequence[Sequence[float]]) -> Verdict:
+    """N7: updating a model with more data raises STIR monotonically, with diminishing
+    returns (rule of 2026-12-06).
+
+    ``series[s][k]``: STIR (both directions averaged) between the k-th model of chain s and
+    its update (the model on the next, larger set); ``floor[s][k]``: STIR between that
+    update and its same-data control (same images and initial weights, another batch
+    order), i.e. what retraining on the *same* data shares. The gap floor - series is the
+    shared invariance an update loses to its new data beyond what batch order alone costs.
+    All differences are paired over chains (95 % t intervals).
+
+    * premise: the first update's gap is positive beyond noise (the data change moves the
+      model beyond training noise at the smallest sizes); else *not tested*: the chain
+      cannot show an effect of data at this scale;
+    * (a) rise: the last update's STIR minus the first's is positive beyond noise, *and*
+      the gap closes (first gap minus last gap positive beyond noise), so that the rise is
+      not only the floor rising with the set size;
+    * (b) monotone: no update's STIR falls beyond noise from the previous one's;
+    * (c) diminishing: the first step's rise minus the last step's is positive beyond noise.
+
+    *Reproduced*: (a), (b) and (c); *partly*: (a) without (b) or (c); *not reproduced*: no
+    rise (a). One chain: noise not measured, *not tested*.
+    """
+    a, f = np.asarray(series, float), np.asarray(floor, float)
+    if a.ndim != 2 or a.shape[1] < 3:
+        raise ValueError(f"series: expected (chains, >= 3 updates), got shape {a.shape}")
+    if f.shape != a.shape:
+        raise ValueError(f"floor: expected the series' shape {a.shape} (one same-data control "
+                         f"per update), got {f.shape}")
+    if a.shape[0] < 2:
+        return not_tested("one chain only: noise not measured")
+    gap = f - a
+    first_gap = over_seeds(gap[:, 0])
+    rise = over_seeds(a[:, -1] - a[:, 0])
+    closes = over_seeds(gap[:, 0] - gap[:, -1])
+    steps = {f"update {k + 2}": over_seeds(a[:, k + 1] - a[:, k]) for k in range(a.shape[1] - 1)}
+    dim = over_seeds((a[:, 1] - a[:, 0]) - (a[:, -1] - a[:, -2]))
+    reason = (f"first update's gap to the same-data floor {first_gap.mean:+.3f}"
+              f"±{first_gap.half_width:.3f}")
+    if not first_gap.beyond_noise(+1):
+        return not_tested(f"{reason}: not beyond noise, so the updates do not change the model "
+                          f"beyond retraining on the same data")
+    up = rise.beyond_noise(+1) and closes.beyond_noise(+1)
+    monotone = not any(v.beyond_noise(-1) for v in steps.values())
+    diminishing = dim.beyond_noise(+1)
+    reason += (f"; rise {rise.mean:+.3f}±{rise.half_width:.3f}, gap closes by "
+               f"{closes.mean:+.3f}±{closes.half_width:.3f}, "
+               f"{'no update falls' if monotone else 'an update falls'} beyond noise, "
+               f"first minus last step {dim.mean:+.3f}±{dim.half_width:.3f}")
+    if up and monotone and diminishing:
+        return Verdict("reproduced", reason)
+    if up:
+        return Verdict("partly", reason)
+    return Verdict("not reproduced", reason)
