@@ -24,14 +24,9 @@ on ``PREVIOUS_BUILD`` and why it changed; the scorecard lists those beside the n
 
 from __future__ import annotations
 
-#: The current round of rule changes (the date its rules were written) and the build whose
-#: verdicts the changed rules are compared with on the scorecard.
-ROUND = "2026-12-06"
-PREVIOUS_BUILD = ("ci build of commit b348c59 (2026-12-06; the rules as landed in f041e1b, "
-                  "CI of stop 28)")
-
-from . import stir as _stir  # noqa: E402  (after ROUND: chapter modules may import it)
-from . import transfer as _transfer  # noqa: E402
+from .rounds import PREVIOUS_BUILD, ROUND
+from . import stir as _stir
+from . import transfer as _transfer
 
 PLANS = {"stir": _stir.plan, "transfer": _transfer.plan}
 # the notebooks each plan covers (for `run plan stir_pairs` and the tests)

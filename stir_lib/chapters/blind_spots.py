@@ -20,7 +20,7 @@ from ..attacks import accuracy, gaussian_noise, lbfgs_min_distortion, predict, r
 from ..data import mnist, mnist_halves, subset
 from ..scales import choose_scale
 from ..training import TrainConfig, trained_model
-from . import PREVIOUS_BUILD, ROUND
+from .rounds import PREVIOUS_BUILD, ROUND
 from ..verdicts import (RANK, Estimate, RuleRecord, Verdict, at_most_rule, effect_rule,
                         not_tested, rule_records)
 

@@ -21,7 +21,7 @@ from ..data import mnist, subset
 from ..models import resolve_device
 from ..scales import choose_scale
 from ..training import TrainConfig, trained_model
-from . import PREVIOUS_BUILD, ROUND
+from .rounds import PREVIOUS_BUILD, ROUND
 from ..verdicts import Estimate, RuleRecord, Verdict, not_tested, rule_records, sign_rule
 from .blind_spots import mlp_config, targeted_attack
 from .units import convnet_config

@@ -40,18 +40,12 @@ from ..results import Scorecard
 from ..scales import choose_scale
 from ..training import TrainConfig
 from ..verdicts import RuleRecord, rule_records
+from .rounds import PREVIOUS_BUILD, ROUND
 from .stir_claims import (NANDA_CKA, NANDA_N1, NANDA_NAMES, NANDA_STIR, N5_CEILING,
                           N6_SIMILAR_PTS, SOURCES, _asymmetry, _is_residual, n1_seed_pairs,
                           n2_adversarial_blocks, n3_residual_reference, n4_layers,
                           n5_at_higher, n5_cells, n5_premise, n6_losses, nanda_asymmetry,
                           n7_updates, nanda_blocks, nanda_n1_effects)
-
-# The round of rule changes and the build they are compared with: the same strings as
-# stir_lib.chapters.ROUND and PREVIOUS_BUILD (the package imports this module, so importing
-# them from it here would be a circle; tests/test_stir_rules.py checks they agree).
-ROUND = "2026-12-06"
-PREVIOUS_BUILD = ("ci build of commit b348c59 (2026-12-06; the rules as landed in f041e1b, "
-                  "CI of stop 28)")
 
 __all__ = ["RULES", "ROUND", "PREVIOUS_BUILD", "PRESETS", "settings", "start", "zoo", "name",
            "parse", "stir_images", "plan",

@@ -37,6 +37,7 @@ from ..training import TrainConfig
 from ..verdicts import (Estimate, RuleRecord, Verdict, combine, majority_rule, not_tested,
                         rule_records, sign_rule, spearman)
 from ..transfer import PAPER_HPARAMS
+from .rounds import PREVIOUS_BUILD as _PREVIOUS_BUILD, ROUND as _ROUND
 
 __all__ = ["RULES", "PRESETS", "settings", "sources", "tasks", "transfer_jobs",
            "labelled_transfer_jobs", "plan", "WIDTHS", "SALMAN_TOP1", "SALMAN_EPS_L2",
@@ -293,12 +294,6 @@ SOURCES = MappingProxyType({
     "R4": "Salman et al. 2020, section 5 (source accuracy vs transfer accuracy)",
     "R5": "Salman et al. 2020, width experiment (figure only)",
 })
-
-# stir_lib.chapters.ROUND and PREVIOUS_BUILD, copied (importing them from the package here
-# is an import cycle; tests/test_transfer_rules.py checks they agree)
-_ROUND = "2026-12-06"
-_PREVIOUS_BUILD = ("ci build of commit b348c59 (2026-12-06; the rules as landed in f041e1b, "
-                   "CI of stop 28)")
 
 #: Each claim rule's record: the claim's words it tests, when it last changed.
 RULES = rule_records(

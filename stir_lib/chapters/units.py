@@ -13,7 +13,7 @@ from ..data import mnist, subset
 from ..models import resolve_device
 from ..scales import choose_scale
 from ..training import TrainConfig, trained_model
-from . import PREVIOUS_BUILD, ROUND
+from .rounds import PREVIOUS_BUILD, ROUND
 from ..verdicts import Estimate, RuleRecord, Verdict, equivalence_rule, not_tested, rule_records
 
 __all__ = ["RULES", "PRESETS", "settings", "convnet_config", "load_data", "networks", "SOURCES",
