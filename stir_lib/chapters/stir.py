@@ -241,8 +241,8 @@ def stir_options(S, *names: str, layer: str | None = None) -> dict:
         return S["archs"][arch][0]
     opts = {n: authors_options(S, registry(n), layer) for n in names}
     fake = {n: o["fake_relu"] for n, o in opts.items()}
-    return dict(fake_relu=tuple(fake.values()) if len(names) == 2 else fake,
-                clamp_start=not S.get("authors", False))
+    (clamp,) = {o["clamp_start"] for o in opts.values()}    # one start rule for every model
+    return dict(fake_relu=tuple(fake.values()) if len(names) == 2 else fake, clamp_start=clamp)
 
 
 def matrix_jobs(S, models: dict) -> list[Invert]:
