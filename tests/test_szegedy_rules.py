@@ -261,3 +261,20 @@ def test_untested_and_partial_branches_of_s3_s4_s6():
     assert Z.s6_adversarial_training(V.over_seeds([0.12, 0.13, 0.14]), 0.4).verdict == "partly"
     assert Z.s6_adversarial_training(V.over_seeds([0.03, 0.04, 0.05]), 0.4).verdict == "not reproduced"
     assert Z.s3_cross_model(V.over_seeds([2.0, 2.5, 3.0]), 7.8).verdict == "partly"
+
+
+# ----------------------------------------------------------------------------- S1's quantity
+def test_top_images_and_label_purity_on_a_layer_whose_units_are_the_labels():
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    phi = torch.nn.functional.one_hot(labels, 3).float() * torch.linspace(1, 2, 10)[:, None]
+    top = U.top_images(phi, torch.eye(3), 3)
+    # unit c picks the three images of label c with the largest activation, best first
+    assert top.tolist() == [[9, 6, 3], [7, 4, 1], [8, 5, 2]]
+    assert U.label_purity(labels, top).tolist() == [1.0, 1.0, 1.0]
+    # a direction mixing classes 0 and 1 equally picks both
+    mixed = U.top_images(phi, torch.tensor([[1.0, 1.0, 0.0]]) / 2 ** 0.5, 4)
+    assert set(labels[mixed[0]].tolist()) == {0, 1}
+    assert U.label_purity(labels, mixed).item() == pytest.approx(0.5)
+    assert U.label_purity(labels, torch.tensor([[0, 1, 2, 3]])).item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="directions"):
+        U.top_images(phi, torch.eye(4), 3)

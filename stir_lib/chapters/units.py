@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+import torch
+
 from ..data import mnist, subset
 from ..models import resolve_device
 from ..scales import choose_scale
@@ -17,7 +19,7 @@ from .rounds import PREVIOUS_BUILD, ROUND
 from ..verdicts import Estimate, RuleRecord, Verdict, equivalence_rule, not_tested, rule_records
 
 __all__ = ["RULES", "PRESETS", "settings", "convnet_config", "load_data", "networks", "SOURCES",
-           "s1_units_vs_random", "JUDGE_SEED_OFFSET"]
+           "s1_units_vs_random", "JUDGE_SEED_OFFSET", "top_images", "label_purity"]
 
 PRESETS = {
     # training images (None: all) and epochs of the conv nets, held-out images (None: the
@@ -62,6 +64,21 @@ def networks(S, D, seed: int, device=None) -> tuple[list, object]:
     judge = trained_model("convnet", x, y, convnet_config(S["epochs"], seed + JUDGE_SEED_OFFSET),
                           device=dev).model
     return nets, judge
+
+
+def top_images(phi, directions, k: int):
+    """(directions, k) indices of the held-out images with the largest <phi(x), v> for each
+    direction v (a row of ``directions``), best first; ``phi`` is (N, D)."""
+    if phi.ndim != 2 or directions.ndim != 2 or directions.shape[1] != phi.shape[1]:
+        raise ValueError(f"expected phi (N, D) and directions (M, D), got {tuple(phi.shape)} "
+                         f"and {tuple(directions.shape)}")
+    return (phi @ directions.T).topk(k, dim=0).indices.T
+
+
+def label_purity(labels, idx):
+    """Per row of ``idx`` (image indices), the fraction of its images that carry the most
+    common label among them (1: all share a label)."""
+    return torch.stack([torch.bincount(labels[row]).max() for row in idx]).float() / idx.shape[1]
 
 
 # ----------------------------------------------------------------------------- the paper
