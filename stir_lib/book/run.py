@@ -50,9 +50,9 @@ __all__ = ["main", "execute", "render", "parse_overrides", "notebook_parameters"
            "execute_in_lanes"]
 
 SUMMARY_PAGES = ("scorecard", "reproducibility")  # run last, whatever was selected
-# seconds of each notebook family in a cold ci build on a quiet 2-core machine
-# (benchmarks/profile_ci.py, 2026-12-06): the longest starts first when lanes run at once
-GROUP_SECONDS = {"szegedy": 1336.0, "stir": 2065.0, "transfer": 842.0, "stir_your_models": 56.0}
+# seconds of each notebook family in a cold ci build in two lanes on a quiet 2-core machine
+# (13b1819, 2026-12-06, the notebooks' timings.json): the longest starts first
+GROUP_SECONDS = {"szegedy": 1460.0, "stir": 2881.0, "transfer": 984.0, "stir_your_models": 71.0}
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -420,23 +420,28 @@ def _plan_for(names: list[str], scale: str, params: dict) -> list:
 
 
 def plan_command(names: list[str], scale: str, params: dict) -> None:
+    from ..jobs import calibration, cost
+
     plan = _plan_for(names, scale, dict(params))
-    rate = cluster.GPU_FLOPS if scale == "paper" else cluster.CPU_FLOPS
+    gpu = scale == "paper"       # the calibration is of this CPU; a GPU's rate is assumed
     with memoized_fingerprints():      # every key hashes its data: once per tensor is enough
-        rows = J.describe_plan(plan, rate)
+        rows = J.describe_plan(plan, cluster.GPU_FLOPS,
+                               seconds_of=None if gpu else cost.predict_seconds)
     for r in rows:
         state = {True: "cached ", False: "missing", None: "unknown"}[r["cached"]]
         print(f"[{r['wave'] if r['wave'] is not None else '-'}] {state} {r['kind']:9s} "
-              f"{J.fmt_flops(r['flops']):>7s}FLOP  {r['job']}")
+              f"{J.fmt_flops(r['flops']):>7s}FLOP {r['seconds']:8.0f}s  {r['job']}")
     todo = [r for r in rows if r["cached"] is not True]
-    hours = sum(r["flops"] for r in todo) / rate / 3600
-    where = "one GPU at an assumed 25 TFLOP/s" if scale == "paper" else "this 2-core CPU at an assumed 50 GFLOP/s"
+    hours = sum(r["seconds"] for r in todo) / 3600
+    where = ("one GPU at an assumed 25 TFLOP/s (FLOPs as the jobs run; not measured)" if gpu
+             else f"the CPU of the calibration (build {calibration.BUILD}, one thread per "
+                  f"lane: {calibration.MACHINE}), the jobs' own time without the notebooks' "
+                  f"code (about {calibration.NOTEBOOK_SECONDS:.0f} s a notebook)")
     print(f"[plan] {len(rows)} jobs ({sum(r['kind'] == 'model' for r in rows)} models, "
           f"{sum(r['kind'] == 'inversion' for r in rows)} inversions, "
           f"{sum(r['kind'] == 'transfer' for r in rows)} transfers); "
           f"{sum(r['cached'] is True for r in rows)} cached, {len(todo)} to compute: "
-          f"{sum(r['flops'] for r in todo):.3g} FLOP, about {hours:.2f} hours on {where} "
-          f"(an estimate from FLOPs, not a measurement)")
+          f"{sum(r['flops'] for r in todo):.3g} FLOP, about {hours:.2f} hours on {where}")
     if any(r["cached"] is None for r in rows):
         print("[plan] some jobs' data are not on this machine: their cache state is unknown")
 

@@ -48,9 +48,11 @@ def _key(job) -> str:
     return cache.config_key(job.kind, job.key_config())
 
 
-def macs_per_example(arch: str, kwargs: tuple = ()) -> int:
+@lru_cache(maxsize=256)
+def macs_per_example(arch: str, kwargs: tuple = (), layer: str | None = None) -> int:
     """Multiply-accumulates of one forward pass of a registry model (convolutions and
-    linear layers), counted by forward hooks on one dummy input."""
+    linear layers), counted by forward hooks on one dummy input; with ``layer`` (a stage
+    name), of the pass up to that stage only (how inversions and features run)."""
     model = create_model(arch, **dict(kwargs))
     total = [0]
 
@@ -64,7 +66,8 @@ def macs_per_example(arch: str, kwargs: tuple = ()) -> int:
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if isinstance(m, (nn.Conv2d, nn.Linear))]
     with torch.no_grad():
-        model.eval()(torch.zeros(1, *model.input_shape))
+        x = torch.zeros(1, *model.input_shape)
+        model.eval()(x) if layer is None else model.eval().features(x, layer)
     for h in handles:
         h.remove()
     return total[0]

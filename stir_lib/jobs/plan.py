@@ -62,9 +62,11 @@ def run_job(job, device="auto", progress=False) -> str:
     return job.key()
 
 
-def describe_plan(jobs, flops_per_second: float) -> list[dict]:
+def describe_plan(jobs, flops_per_second: float, seconds_of=None) -> list[dict]:
     """One row per job: wave, kind, description, cached (None: unknown, the data are not on
-    this machine), estimated FLOPs and seconds at ``flops_per_second``.
+    this machine), estimated FLOPs and seconds: ``seconds_of(job)`` when given (the
+    calibrated model, :func:`stir_lib.jobs.cost.predict_seconds`), else the FLOPs at
+    ``flops_per_second``.
 
     Without the data the waves cannot be computed (keys need the data's fingerprints);
     the jobs are then listed in plan order, dependencies first, as wave None.
@@ -91,6 +93,8 @@ def describe_plan(jobs, flops_per_second: float) -> list[dict]:
                 done, key = None, None
             f = j.flops()
             rows.append({"wave": wave, "kind": j.kind, "job": j.describe(), "cached": done,
-                         "key": key, "flops": f, "seconds": 0.0 if done else f / flops_per_second})
+                         "key": key, "flops": f,
+                         "seconds": 0.0 if done else (seconds_of(j) if seconds_of is not None
+                                                      else f / flops_per_second)})
     return rows
 

@@ -122,12 +122,34 @@ class Train:
     def deps(self) -> tuple:
         return (self.init,) if self.init is not None else ()
 
+    def _per_step(self) -> tuple[float, int]:
+        """FLOPs per image of one optimiser step, in units of the forward MACs, and the
+        forward passes (each with its backward) the step makes.
+
+        A forward pass costs 2 FLOPs per MAC; its backward 4 when the weights' gradients
+        are needed, 2 when only the input's are (an attack's step: 4 in all). With head-only
+        training the body runs forward only."""
+        c = self.config
+        k = c.adv_steps if c.loss != "ce" and c.adv_eps > 0 else 0   # eps 0: no attack runs
+        trained = 2.0 if c.train_params == "head" else 6.0           # one pass that is trained
+        two = {"ce": 1, "pgd-at": 1, "pgd-mix": 2, "trades": 2, "mart": 2}[c.loss]
+        clean = 1 if c.loss == "trades" else 0                       # TRADES' clean target pass
+        return two * trained + 4.0 * k + 2.0 * clean, two + k + clean
+
+    def calls(self) -> int:
+        """Forward passes (each with its backward) over batches: the count that a step's
+        fixed cost is paid per."""
+        c = self.config
+        per_epoch = -(-self.data.count() // c.batch_size)
+        return (self._per_step()[1] * c.epochs + 1 * c.autoencoder_epochs) * per_epoch
+
     def flops(self) -> float:
-        """Training cost: 3 x forward MACs x 2 (FLOPs) per example and pass, times the PGD
-        steps of adversarial losses, the epochs and the training images."""
-        passes = 1 + (self.config.adv_steps if self.config.loss != "ce" else 0)
-        return (6.0 * macs_per_example(self.arch, self.kwargs) * passes * self.config.epochs
-                * self.data.count())
+        """Training cost as it runs: per image and step, the forward MACs times
+        :meth:`_per_step`'s factor, times the epochs and the training images; autoencoder
+        pre-training as one trained pass through encoder and decoder (twice the MACs)."""
+        c = self.config
+        macs, n = macs_per_example(self.arch, self.kwargs), self.data.count()
+        return macs * n * (self._per_step()[0] * c.epochs + 12.0 * c.autoencoder_epochs)
 
     def run(self, device=None, progress=None):
         """Train (or load) the model; returns a :class:`~stir_lib.training.TrainedModel`."""
@@ -184,6 +206,9 @@ class Snapshot:
 
     def flops(self) -> float:
         return 0.0
+
+    def calls(self) -> int:
+        return 0
 
     def run(self, device=None, progress=None):
         trained = self.train.run(device, progress)
@@ -244,8 +269,17 @@ class Invert:
         return (self.model.train,) if isinstance(self.model, Snapshot) else (self.model,)
 
     def flops(self) -> float:
+        """Each step: a forward pass up to the layer and a backward pass for the input only
+        (no weight gradients): 4 FLOPs per MAC of that part of the model, per image."""
+        layer, steps, _ = self._resolved()
+        macs = macs_per_example(self.model.arch, self.model.kwargs,
+                                layer if isinstance(layer, str) else None)
+        return 4.0 * macs * (steps + 1) * self.X.count()
+
+    def calls(self) -> int:
+        """Forward/backward passes over batches (500 images at a time, the default)."""
         _, steps, _ = self._resolved()
-        return 6.0 * macs_per_example(self.model.arch, self.model.kwargs) * steps * self.X.count()
+        return (steps + 1) * -(-self.X.count() // 500)
 
     def run(self, device=None, progress=None):
         model = self.model.run(device, progress).model

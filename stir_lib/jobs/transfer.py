@@ -135,6 +135,16 @@ class Transfer:
             return 2.0 * macs * (n_all + (n_train * runs if hp["augment"] else 0))
         return 6.0 * macs * n_train * runs + 2.0 * macs * n_all
 
+    def calls(self) -> int:
+        """Optimiser steps of every learning rate's run (a fixed-feature head's steps run on
+        stored features, or on a forward pass with augmentation)."""
+        hp = self._hp()
+        try:
+            n_train = len(self.task.build().x_train)
+        except Exception:  # noqa: BLE001 - data absent: the paper sets' published sizes
+            n_train = _PAPER_SIZES.get(self.task.dataset, (10000, 10000))[0]
+        return hp["epochs"] * len(hp["lrs"]) * -(-n_train // hp["batch_size"])
+
     def source_model(self, device=None) -> ImageModel:
         if isinstance(self.source, Checkpoint):
             return self.source.load().to(resolve_device(device))

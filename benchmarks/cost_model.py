@@ -1,0 +1,183 @@
+"""Calibrate the plan's cost model on a cold build, and compare its predictions with the clock.
+
+    .venv/bin/python benchmarks/cost_model.py calibrate --build /path/to/clone/_build [--write]
+    .venv/bin/python benchmarks/cost_model.py compare --build /path/to/clone/_build
+
+``--build`` is the ``_build`` folder of a cold ci build (``make book`` from a fresh clone):
+its ``ci-cache`` holds one entry per computed job with the seconds the computation took
+(``meta.json``), ``ci-data`` the data, ``executed/timings.json`` each notebook's wall time.
+
+``calibrate`` lists the ci plans of the STIR and transfer chapters (the same functions the
+notebooks build their zoos from), reads each job's measured seconds, and fits per family
+the rate and the fixed seconds per pass of :mod:`stir_lib.jobs.cost`; it prints the fit, the
+jobs' measured and predicted seconds per notebook, and the same prediction with the
+notebook's own jobs left out of the fit (leave one notebook out: an out-of-sample check).
+``--write`` stores the rates in ``stir_lib/jobs/calibration.py``.
+
+``compare`` prints, per notebook, the predicted time (its jobs, those computed by the
+notebook that runs first in its lane for a job two notebooks share, plus the fixed
+seconds of a notebook's own code) beside the measured wall time and their ratio.
+
+Only planned chapters are predicted: the Szegedy chapters' models are trained inside the
+notebooks, not from a plan, and are listed as not predicted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ORDER = ("stir_pairs", "stir_layers", "stir_losses", "transfer")   # lane order, first computes
+
+
+def _setup(build: Path) -> None:
+    os.environ["STIR_CACHE"] = str(build / "ci-cache")
+    os.environ["STIR_DATA"] = str(build / "ci-data")
+    sys.path.insert(0, str(ROOT))
+
+
+def notebook_jobs(build: Path) -> dict[str, list[dict]]:
+    """notebook -> its jobs not computed by an earlier notebook of ORDER, each with its
+    family, counted work and measured seconds (from the entry's meta.json)."""
+    from stir_lib import jobs as J
+    from stir_lib.cache import memoized_fingerprints
+    from stir_lib.chapters import NOTEBOOKS, PLANS
+    from stir_lib.jobs import cost
+
+    chapter_of = {nb: c for c, nbs in NOTEBOOKS.items() for nb in nbs}
+    seen, out = set(), {}
+    with memoized_fingerprints():
+        for nb in ORDER:
+            rows = []
+            for wave in J.levels(PLANS[chapter_of[nb]]("ci", notebooks=(nb,))):
+                for j in wave:
+                    k = (j.kind, j.key())
+                    if k in seen:
+                        continue
+                    seen.add(k)
+                    fam = cost.family(j)
+                    if fam is None:
+                        continue
+                    meta = build / "ci-cache" / j.kind / j.key() / "meta.json"
+                    if not meta.exists():
+                        raise SystemExit(f"cost_model: expected a cold build's entry for "
+                                         f"{j.describe()} at {meta}, found none; build the "
+                                         f"book at ci scale from a fresh clone first")
+                    flops, calls = cost.work(j)
+                    rows.append({"family": fam, "flops": flops, "calls": calls,
+                                 "seconds": json.loads(meta.read_text())["computed"]["seconds"],
+                                 "job": j.describe()})
+            out[nb] = rows
+    return out
+
+
+def _predict(rows, rates) -> float:
+    return sum(r["flops"] / rates[r["family"]]["flops_per_second"]
+               + r["calls"] * rates[r["family"]]["seconds_per_call"] for r in rows)
+
+
+def _fit(rows):
+    from stir_lib.jobs import cost
+    return cost.fit((r["family"], r["flops"], r["calls"], r["seconds"]) for r in rows)
+
+
+def calibrate(build: Path, write: bool) -> dict:
+    by_nb = notebook_jobs(build)
+    every = [r for rows in by_nb.values() for r in rows]
+    rates = _fit(every)
+    timings = json.loads((build / "executed" / "timings.json").read_text())
+    print(f"{'family':24s} {'jobs':>5s} {'GFLOP/s':>9s} {'ms/pass':>8s}")
+    for fam, r in rates.items():
+        print(f"{fam:24s} {r['jobs']:5d} {r['flops_per_second'] / 1e9:9.1f} "
+              f"{r['seconds_per_call'] * 1e3:8.2f}")
+    print(f"\n{'notebook':12s} {'jobs':>5s} {'measured':>9s} {'fitted':>8s} {'held out':>9s}")
+    own = {}
+    for nb, rows in by_nb.items():
+        rest = [r for n, rs in by_nb.items() if n != nb for r in rs]
+        held = _fit(rest)
+        held_out = (_predict(rows, held) if all(r["family"] in held for r in rows)
+                    else float("nan"))
+        measured = sum(r["seconds"] for r in rows)
+        own[nb] = timings[nb]["seconds"] - measured
+        print(f"{nb:12s} {len(rows):5d} {measured:9.0f} {_predict(rows, rates):8.0f} "
+              f"{held_out:9.0f}")
+    overhead = statistics.median(own.values())
+    print("\na notebook's own code (wall time minus its jobs' seconds): "
+          + ", ".join(f"{k} {v:.0f} s" for k, v in own.items()) + f"; median {overhead:.0f} s")
+    if write:
+        _write(rates, overhead, build)
+    return rates
+
+
+def _write(rates: dict, overhead: float, build: Path) -> None:
+    import datetime
+    import platform
+    import subprocess
+
+    commit = subprocess.run(["git", "-C", str(build.parent), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "unknown"
+    lines = [
+        '"""The cost model\'s rates (:mod:`stir_lib.jobs.cost`), fitted by',
+        "``benchmarks/cost_model.py calibrate --write`` on the cache entries of a cold ci build",
+        "(written by that script; do not edit by hand).",
+        '"""',
+        "",
+        '__all__ = ["BUILD", "DATE", "MACHINE", "RATES", "NOTEBOOK_SECONDS"]',
+        "",
+        f"BUILD = {commit!r}          # the commit whose cold ci build was measured",
+        f"DATE = {datetime.date.today().isoformat()!r}",
+        f"MACHINE = {(platform.processor() or platform.machine()) + f', {os.cpu_count()} cores'!r}",
+        "# family -> FLOP/s sustained, fixed seconds per forward/backward pass over a batch,",
+        "# and the number of jobs the fit saw (an infinite rate: the fit puts the family's",
+        "# time on its passes alone)",
+        "RATES = {",
+    ]
+    for fam, r in rates.items():
+        rate = r["flops_per_second"]
+        rate = 'float("inf")' if rate == float("inf") else f"{rate:.4g}"
+        lines.append(f"    {fam!r}: {{\"flops_per_second\": {rate}, "
+                     f"\"seconds_per_call\": {r['seconds_per_call']:.4g}, \"jobs\": {r['jobs']}}},")
+    lines += ["}",
+              "# a notebook's own code besides its jobs (imports, evaluation, plots): the median",
+              "# over the planned notebooks of wall time minus the seconds of the jobs it computed",
+              f"NOTEBOOK_SECONDS = {overhead:.0f}.0", ""]
+    path = ROOT / "stir_lib" / "jobs" / "calibration.py"
+    path.write_text("\n".join(lines))
+    print(f"wrote {path}")
+
+
+def compare(build: Path) -> None:
+    from stir_lib.jobs import calibration
+
+    by_nb = notebook_jobs(build)
+    timings = json.loads((build / "executed" / "timings.json").read_text())
+    print(f"calibration: build {calibration.BUILD} of {calibration.DATE}")
+    print(f"{'notebook':18s} {'predicted s':>11s} {'measured s':>10s} {'ratio':>6s}")
+    for nb, t in timings.items():
+        if nb in by_nb:
+            p = _predict(by_nb[nb], calibration.RATES) + calibration.NOTEBOOK_SECONDS
+            print(f"{nb:18s} {p:11.0f} {t['seconds']:10.0f} {p / t['seconds']:6.2f}")
+        else:
+            print(f"{nb:18s} {'(no plan)':>11s} {t['seconds']:10.0f}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("command", choices=("calibrate", "compare"))
+    ap.add_argument("--build", type=Path, required=True,
+                    help="the _build folder of a cold ci build (ci-cache, ci-data, executed/)")
+    ap.add_argument("--write", action="store_true", help="calibrate: store the fitted rates")
+    a = ap.parse_args(argv)
+    if not (a.build / "ci-cache").is_dir():
+        raise SystemExit(f"cost_model: expected a build folder with ci-cache/, got {a.build}")
+    _setup(a.build.resolve())
+    calibrate(a.build, a.write) if a.command == "calibrate" else compare(a.build)
+
+
+if __name__ == "__main__":
+    main()

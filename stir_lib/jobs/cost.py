@@ -1,0 +1,111 @@
+"""Seconds from a plan: each job's work counted as it runs, at rates measured on a build.
+
+A job's time is modelled as ``flops / rate + calls * per_call``: its floating-point work
+(:meth:`flops`: FLOPs as the computation really runs, e.g. an inversion's backward pass
+computes no weight gradients and stops at its layer) at a sustained rate, plus a fixed cost
+for every forward/backward pass over a batch (:meth:`calls`: Python, the optimiser, kernel
+launches), which dominates for the small models of the ci scale. The two numbers are fitted
+per *family* of job (:func:`family`: the cache kind, and for models whether they convolve)
+by non-negative least squares on the seconds a cold build's cache entries recorded
+(``benchmarks/cost_model.py calibrate``); :mod:`.calibration` keeps the fitted values with
+the build and machine they come from.
+
+They hold for the machine and thread setting of that build (a CPU, one thread per lane):
+on another machine, or for a GPU, re-calibrate, or read :func:`predict_seconds` as the
+time on the calibration machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+
+import numpy as np
+from torch import nn
+
+from ..models import create_model
+
+__all__ = ["family", "work", "fit", "predict_seconds", "total_seconds", "FAMILIES"]
+
+FAMILIES = ("model/dense", "model/conv", "inversion/dense", "inversion/conv",
+            "transfer/fine-tune", "transfer/fixed-feature")
+
+
+@lru_cache(maxsize=256)
+def _convolves(arch: str, kwargs: tuple) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in create_model(arch, **dict(kwargs)).modules())
+
+
+def family(job) -> str | None:
+    """The job's cost family (one of :data:`FAMILIES`), or None for a job that computes
+    nothing of its own (a snapshot is read from its run's entry)."""
+    if job.kind == "transfer":
+        return f"transfer/{job.mode}"
+    model = job if job.kind == "model" else getattr(job, "model", None)
+    if model is None or not hasattr(model, "arch") or job.calls() == 0:
+        return None
+    conv = _convolves(model.arch, tuple(model.kwargs))
+    return f"{job.kind}/{'conv' if conv else 'dense'}"
+
+
+def work(job) -> tuple[float, int]:
+    """(FLOPs, forward/backward passes over batches) of the job's own computation."""
+    return float(job.flops()), int(job.calls())
+
+
+def fit(rows: Iterable[tuple[str, float, int, float]]) -> dict[str, dict[str, float]]:
+    """Per family, the rate (FLOP/s) and the fixed seconds per pass that best predict the
+    measured seconds: non-negative least squares of ``seconds ~ flops * a + calls * b``.
+
+    Args:
+        rows: (family, flops, calls, measured seconds), one per computed cache entry.
+
+    Returns:
+        ``{family: {"flops_per_second": 1 / a, "seconds_per_call": b, "jobs": n}}``; a rate
+        is ``inf`` where the fit puts all of a family's time on its passes.
+    """
+    from scipy.optimize import nnls
+
+    by: dict[str, list] = {}
+    for fam, flops, calls, seconds in rows:
+        if not (seconds >= 0 and flops >= 0 and calls >= 0):
+            raise ValueError(f"fit: expected non-negative flops, calls and seconds, got "
+                             f"{(fam, flops, calls, seconds)}")
+        by.setdefault(fam, []).append((flops, calls, seconds))
+    out = {}
+    for fam, r in sorted(by.items()):
+        a = np.asarray(r, float)
+        scale = a[:, :2].max(axis=0)
+        scale[scale == 0] = 1.0
+        coef, _ = nnls(a[:, :2] / scale, a[:, 2])
+        per_flop, per_call = coef / scale
+        out[fam] = {"flops_per_second": float(1.0 / per_flop) if per_flop > 0 else float("inf"),
+                    "seconds_per_call": float(per_call), "jobs": len(r)}
+    return out
+
+
+def predict_seconds(job, rates: Mapping[str, Mapping[str, float]] | None = None) -> float:
+    """The job's own computing time at the calibrated ``rates`` (default: the ones in
+    :mod:`.calibration`). Raises ``KeyError`` naming the family when it was not calibrated."""
+    fam = family(job)
+    if fam is None:
+        return 0.0
+    if rates is None:
+        from .calibration import RATES as rates
+    if fam not in rates:
+        raise KeyError(f"no calibrated rate for {fam!r} (calibrated: {sorted(rates)}); "
+                       f"run benchmarks/cost_model.py calibrate on a build that computes one")
+    r = rates[fam]
+    flops, calls = work(job)
+    return flops / r["flops_per_second"] + calls * r["seconds_per_call"]
+
+
+def total_seconds(jobs: Sequence, rates=None) -> float:
+    """Sum of :func:`predict_seconds` over jobs (each cache entry once)."""
+    seen, total = set(), 0.0
+    for j in jobs:
+        k = (j.kind, j.key())
+        if k not in seen:
+            seen.add(k)
+            total += predict_seconds(j, rates)
+    return total

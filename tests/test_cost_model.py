@@ -1,0 +1,110 @@
+"""The plan's cost model: work counted as the jobs run, and the fit that turns it into seconds.
+
+* an inversion's FLOPs are 4 per MAC of the model *up to its layer* (no weight gradients,
+  the pass stops there), checked against the MACs written out by hand for an MLP;
+* each training loss's passes per step (PGD's attack steps have no weight gradients; TRADES
+  adds a clean pass; head-only training runs the body forward only);
+* the fit recovers known rates from exact synthetic timings, puts a family's time on its
+  passes when it grows with passes alone, and refuses negative measurements;
+* a prediction is flops / rate + passes * seconds per pass, snapshots cost nothing, and an
+  uncalibrated family is named in the error;
+* the stored calibration covers every family with usable numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from stir_lib import jobs as J
+from stir_lib.jobs import calibration, cost
+from stir_lib.training import TrainConfig
+
+HIDDEN = (("hidden", (32, 16)), ("num_classes", 5))
+DATA = J.Data("mnist", "test", n=300)          # 300 images, 10 classes
+
+
+def test_macs_stop_at_the_layer():
+    whole = 784 * 32 + 32 * 16 + 16 * 5
+    assert J.macs_per_example("mlp", HIDDEN) == whole
+    assert J.macs_per_example("mlp", HIDDEN, "h1") == 784 * 32
+    assert J.macs_per_example("mlp", HIDDEN, "h2") == 784 * 32 + 32 * 16
+    assert J.macs_per_example("mlp", HIDDEN, "flatten") == 0
+
+
+def test_inversion_counts_a_forward_and_an_input_backward_to_its_layer():
+    train = J.Train("mlp", TrainConfig(epochs=1, seed=0), DATA, HIDDEN)
+    inv = J.Invert(train, DATA, layer="h2", steps=10)
+    assert inv.flops() == 4.0 * (784 * 32 + 32 * 16) * 11 * 300      # 10 steps + the scoring pass
+    assert inv.calls() == 11                                          # 300 images: one batch of 500
+    assert cost.family(inv) == "inversion/dense"
+
+
+@pytest.mark.parametrize("loss, extra, factor, passes", [
+    ("ce", {}, 6, 1),
+    ("pgd-at", {"adv_eps": 1.0, "adv_steps": 3}, 6 + 4 * 3, 1 + 3),
+    ("pgd-at", {"adv_eps": 0.0, "adv_steps": 3}, 6, 1),              # eps 0: no attack runs
+    ("pgd-mix", {"adv_eps": 1.0, "adv_steps": 2}, 12 + 8, 2 + 2),
+    ("trades", {"adv_eps": 1.0, "adv_steps": 2}, 12 + 8 + 2, 2 + 2 + 1),
+    ("mart", {"adv_eps": 1.0, "adv_steps": 2}, 12 + 8, 2 + 2),
+])
+def test_training_passes_per_step(loss, extra, factor, passes):
+    cfg = TrainConfig(epochs=2, batch_size=128, seed=0, loss=loss, **extra)
+    job = J.Train("mlp", cfg, DATA, HIDDEN)
+    macs = 784 * 32 + 32 * 16 + 16 * 5
+    assert job.flops() == macs * 300 * factor * 2
+    assert job.calls() == passes * 2 * math.ceil(300 / 128)
+    assert cost.family(job) == "model/dense"
+
+
+def test_head_only_training_runs_the_body_forward_only():
+    cfg = TrainConfig(epochs=1, batch_size=300, seed=0, train_params="head")
+    job = J.Train("mlp", cfg, DATA, HIDDEN)
+    assert job.flops() == 2.0 * (784 * 32 + 32 * 16 + 16 * 5) * 300
+
+
+def test_fit_recovers_known_rates():
+    rows = []
+    for flops, calls in ((1e9, 10), (5e9, 10), (2e9, 300), (8e9, 40)):
+        rows.append(("a", flops, calls, flops / 2e9 + calls * 0.01))
+        rows.append(("b", flops, calls, flops / 5e10 + calls * 0.002))
+    fitted = cost.fit(rows)
+    assert fitted["a"]["flops_per_second"] == pytest.approx(2e9, rel=1e-6)
+    assert fitted["a"]["seconds_per_call"] == pytest.approx(0.01, rel=1e-6)
+    assert fitted["b"]["flops_per_second"] == pytest.approx(5e10, rel=1e-6)
+    assert fitted["b"]["seconds_per_call"] == pytest.approx(0.002, rel=1e-6)
+    assert fitted["a"]["jobs"] == 4
+
+
+def test_fit_puts_time_on_passes_when_it_grows_with_passes_alone():
+    rows = [("c", f, n, n * 0.02) for f, n in ((9e9, 10), (1e9, 50), (4e9, 200))]
+    fitted = cost.fit(rows)
+    assert fitted["c"]["flops_per_second"] == math.inf
+    assert fitted["c"]["seconds_per_call"] == pytest.approx(0.02)
+
+
+def test_fit_refuses_negative_measurements():
+    with pytest.raises(ValueError, match="non-negative"):
+        cost.fit([("a", 1e9, 10, -1.0)])
+
+
+def test_prediction_is_flops_at_the_rate_plus_the_passes():
+    job = J.Train("mlp", TrainConfig(epochs=1, batch_size=100, seed=0), DATA, HIDDEN)
+    rates = {"model/dense": {"flops_per_second": 1e9, "seconds_per_call": 0.5}}
+    assert cost.predict_seconds(job, rates) == pytest.approx(job.flops() / 1e9 + 3 * 0.5)
+    snap = J.Snapshot(J.Train("mlp", TrainConfig(epochs=2, seed=0, snapshots=(1,)), DATA,
+                              HIDDEN), 1)
+    assert cost.family(snap) is None and cost.predict_seconds(snap, rates) == 0.0
+    with pytest.raises(KeyError, match="model/dense"):
+        cost.predict_seconds(job, {"model/conv": rates["model/dense"]})
+    assert cost.total_seconds([job, job], rates) == cost.predict_seconds(job, rates)
+
+
+def test_the_stored_calibration_covers_every_family():
+    assert set(calibration.RATES) == set(cost.FAMILIES)
+    for fam, r in calibration.RATES.items():
+        assert r["flops_per_second"] > 1e9, fam          # above 1 GFLOP/s (or inf)
+        assert 0 <= r["seconds_per_call"] < 0.1, fam
+        assert r["jobs"] >= 10, fam
+    assert 0 < calibration.NOTEBOOK_SECONDS < 600
