@@ -69,3 +69,24 @@ def test_record_refuses_bad_input():
     frozen = rule_records(RuleRecord("S1", "w", "2026-12-06"))
     with pytest.raises(TypeError):
         frozen["S2"] = frozen["S1"]
+
+
+def test_record_accepts_what_it_should_and_refuses_each_missing_piece():
+    ok = RuleRecord("S1", "w", "2026-12-06", previous="partly", previous_build="b", why="y")
+    assert (ok.claim, ok.previous, ok.previous_build, ok.why) == ("S1", "partly", "b", "y")
+    assert RuleRecord("S1", "w", "2026-12-06").previous is None       # unchanged this round
+    for claim, words in (("", "w"), ("S1", ""), ("", "")):
+        with pytest.raises(ValueError, match="id and words"):
+            RuleRecord(claim, words, "2026-12-06")
+    with pytest.raises(ValueError, match="ISO date"):
+        RuleRecord("S1", "w", None)
+    for why, build in (("y", ""), ("", "b")):       # a changed rule needs both
+        with pytest.raises(ValueError, match="why it changed"):
+            RuleRecord("S1", "w", "2026-12-06", previous="partly", previous_build=build, why=why)
+
+
+def test_rule_records_keeps_every_record_under_its_claim():
+    a, b = RuleRecord("S1", "w", "2026-12-06"), RuleRecord("N2", "v", "2026-12-01")
+    records = rule_records(a, b)
+    assert dict(records) == {"S1": a, "N2": b}
+    assert dict(rule_records()) == {}

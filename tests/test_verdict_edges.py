@@ -182,6 +182,8 @@ def test_at_most_rule_reasons():
 def test_combine_reason_lists_every_part():
     parts = {"a": V.Verdict("reproduced", "r"), "b": V.Verdict("not tested", "r")}
     assert V.combine(parts) == V.Verdict("partly", "a: reproduced; b: not tested (only a tested)")
+    parts["c"] = V.Verdict("reproduced", "r")
+    assert V.combine(parts).reason.endswith("(only a, c tested)")
 
 
 # ----------------------------------------------------------------------------- counts

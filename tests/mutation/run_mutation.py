@@ -57,7 +57,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
               "tests/test_stir_surface.py", "tests/test_independent_answers.py"]),
     "verdicts": (["stir_lib/verdicts.py"],
                  ["tests/test_verdicts.py", "tests/test_verdict_edges.py", "tests/test_claims.py",
-                  "tests/test_independent_answers.py"]),
+                  "tests/test_rule_records.py", "tests/test_independent_answers.py"]),
     "transfer": (["stir_lib/transfer/heads.py"],
                  ["tests/test_transfer.py", "tests/test_transfer_selection.py",
                   "tests/test_independent_answers.py"]),
@@ -176,6 +176,9 @@ def _write_config(work: Path, files: list[str], tests: list[str]) -> None:
     text += 'source_paths = ["stir_lib"]\n'
     text += f"only_mutate = {files!r}\n".replace("'", '"')
     text += f"pytest_add_cli_args_test_selection = {tests!r}\n".replace("'", '"')
+    # files the tests read besides the package and tests/ (mutmut runs them in mutants/)
+    extras = [e for e in ("book", "benchmarks", "_config.yml", "_toc.yml") if (work / e).exists()]
+    text += f"also_copy = {extras!r}\n".replace("'", '"')
     args = ["-p", "no:cacheprovider", "-x"] + [a for t in NOT_UNDER_MUTMUT for a in ("--deselect", t)]
     text += f"pytest_add_cli_args = {args!r}\n".replace("'", '"')
     patterns = ", ".join("'" + p + "'" for p in DO_NOT_MUTATE)
