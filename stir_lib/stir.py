@@ -311,8 +311,8 @@ def _check_bootstrap(bootstrap: int, level: float, cka) -> None:
                          f"{getattr(cka, '__name__', cka)!r}; pass cka=linear_cka or bootstrap=0")
 
 
-def _result(run: _Run, *, seeds, layer1, layer2, method, seed_kind, bootstrap: int = 0,
-            level: float = 0.95, bootstrap_seed: int = 0) -> STIRResult:
+def _result(run: _Run, *, seeds, layer1, layer2, method, seed_kind, bootstrap: int,
+            level: float, bootstrap_seed: int) -> STIRResult:
     interval = None
     if bootstrap:
         if run.rows is None:

@@ -228,3 +228,67 @@ def test_paper_scale_uses_the_authors_choices():
     assert {(j.model.arch, j.fake_relu, j.clamp_start) for j in jobs} == {
         ("resnet18_cifar", True, False), ("resnet34_cifar", True, False),
         ("vgg16_cifar", False, False), ("vgg19_cifar", False, False)}
+
+
+# ------------------------------------------------------------------ in-place and keyword forms
+class _SideEffect(nn.Module):
+    """Rectifies in place and returns the tensor it rectified (the call's result unused)."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin, self.how = nn.Linear(16, 6), how
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        h = self.lin(x.flatten(1))
+        if self.how == "method":
+            h.relu_()                       # Tensor.relu_, for its side effect
+        else:
+            self.act(h)                     # F.relu(h, inplace=True), for its side effect
+        return h
+
+
+@pytest.mark.parametrize("how", ["method", "module"])
+def test_straight_through_keeps_an_in_place_relu_in_place(how):
+    """An in-place last ReLU whose result is not used: the straight-through call must still
+    rectify the tensor in place, so the read value is relu(h), with the identity gradient."""
+    model = _SideEffect(how).eval()
+    z = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    read = straight_relu.straight_through(model, z.detach(), "h")
+    out = read(z)
+    pre = model.lin(z.flatten(1))
+    assert torch.equal(out, pre.relu())
+    (g,) = torch.autograd.grad(out.sum(), z)
+    (want,) = torch.autograd.grad(pre.sum(), z)      # identity through the ReLU
+    torch.testing.assert_close(g, want)
+
+
+def test_straight_through_does_not_write_into_its_input():
+    """The ReLU of a view of the input (no layer before it): the straight-through value is a
+    new tensor (writing into z's view would be an in-place change of a leaf)."""
+    def read(z):
+        return torch.relu(z.flatten(1) - 0.5)
+
+    z = torch.rand(4, 1, 2, 2, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    fast = straight_relu.straight_through(read, z.detach(), "flat")
+    view_only = straight_relu.straight_through(lambda v: torch.relu(v.flatten(1)), z.detach(), "v")
+    assert torch.equal(fast(z), read(z))
+    (g,) = torch.autograd.grad(view_only(z).sum(), z)
+    assert torch.equal(g, torch.ones_like(z))            # identity: every unit passes gradient
+    assert z.grad is None and torch.equal(view_only(z), z.detach().flatten(1).relu())
+
+
+def test_keyword_arguments_reach_the_calls_they_belong_to():
+    """A mean over the spatial axes given by keyword after the last ReLU (a ResNet's pooled
+    read): the straight-through read is the plain read's value."""
+    torch.manual_seed(4)
+    conv = nn.Conv2d(1, 3, 3).eval()
+
+    def read(z):
+        return torch.relu(conv(z)).mean(dim=(2, 3))
+
+    z = torch.rand(2, 1, 6, 6, generator=torch.Generator().manual_seed(3))
+    fast = straight_relu.straight_through(read, z, "pool")
+    with torch.no_grad():
+        assert fast(z).shape == (2, 3) and torch.equal(fast(z), read(z))

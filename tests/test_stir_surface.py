@@ -579,3 +579,235 @@ def test_public_arguments_are_typed():
     defaults = {n: p.default for n, p in inspect.signature(stir).parameters.items()}
     assert math.isclose(defaults["level"], 0.95)
     assert defaults["use_cache"] is False and defaults["bootstrap"] == 0
+
+
+# ----------------------------------------------------------------------------- what the mutants found
+# (tests/mutation/REPORT.md: each test below kills mutants of stir, stir_batches,
+# stir_result or baselines that no test caught)
+def test_weighted_cka_over_several_blocks_and_small_values():
+    """1,100 rows: the Gram matrices are formed in two blocks (2^20 entries each), whose
+    sums must add up; values of 1e-4 give HSICs far below 1, where a floor or a threshold
+    at 1 would change the score. Each row of counts against linear_cka of its resample."""
+    g = torch.Generator().manual_seed(0)
+    n = 1100
+    A = 1e-4 * torch.randn(n, 3, generator=g, dtype=F64)
+    B = A @ torch.randn(3, 2, generator=g, dtype=F64) + 1e-5 * torch.randn(n, 2, generator=g,
+                                                                           dtype=F64)
+    idx = torch.randint(n, (3, n), generator=g)
+    W = torch.zeros(3, n, dtype=F64).scatter_add_(1, idx, torch.ones(3, n, dtype=F64))
+    got = stir_module._weighted_linear_cka(A, B, W)
+    want = [linear_cka(A[i], B[i]) for i in idx]
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-9)
+    assert 0.5 < min(want) < 1.0                       # not a degenerate case
+
+
+def test_the_image_interval_scores_each_resample_once(monkeypatch):
+    """R = 2,000 resamples of 1,100 images are drawn in two chunks (R n <= 2^21 a chunk):
+    every resample is scored once per seed, no more. The resample draws do not depend on
+    the chunks: torch's generator hands out the same indices in one call or in two."""
+    rows_seen = []
+
+    def count(A, B, W):
+        rows_seen.append(len(W))
+        return torch.zeros(len(W), dtype=F64)
+
+    monkeypatch.setattr(stir_module, "_weighted_linear_cka", count)
+    x = torch.randn(1100, 2, dtype=F64)
+    stir_module._image_intervals({"cka": (x, [x, x + 1])}, 2000, 0.95, 0)
+    assert sum(rows_seen) == 2000 * 2 and len(rows_seen) == 4
+    one = torch.randint(1100, (2000, 1100), generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    two = torch.cat([torch.randint(1100, (1906, 1100), generator=g),
+                     torch.randint(1100, (94, 1100), generator=g)])
+    assert torch.equal(one, two)
+
+
+def test_bootstrap_and_level_refuse_their_edges():
+    X = images(12)
+    for bad in (dict(bootstrap=True), dict(bootstrap=10, level=0.0),
+                dict(bootstrap=10, level=1.0), dict(bootstrap=10, level=1.5)):
+        with pytest.raises(ValueError, match="bootstrap|level"):
+            stir(mlp(0), mlp(1), X, seeds=0, steps=1, **bad)
+
+
+def test_distances_and_evaluations_belong_to_their_model():
+    """distance_m1 and evaluations_m1 are m1's inversion's (the fast method stops each model
+    at its own step), m2's are m2's."""
+    m1, m2, X = mlp(0), mlp(1), images(12)
+    r = stir(m1, m2, X, seeds=0, method="fast", steps=200)
+    for m, d, e in ((m1, r.distance_m1, r.evaluations_m1), (m2, r.distance_m2, r.evaluations_m2)):
+        inv = invert(m, X, seed=0, method="fast", steps=200)
+        torch.testing.assert_close(d[0], inv.distance, rtol=0, atol=1e-12)
+        assert torch.equal(e[0], inv.evaluations)
+    assert not torch.equal(r.evaluations_m1, r.evaluations_m2)
+
+
+def test_defaults_are_the_documented_seeds():
+    m1, m2, X, y = mlp(0), mlp(1), images(12), labels(12)
+    small = dict(seeds=0, steps=2)
+    a = stir(m1, m2, X, bootstrap=20, **small)
+    assert a.image_interval == stir(m1, m2, X, bootstrap=20, bootstrap_seed=0,
+                                    **small).image_interval
+    b = stir_baselines(m1, m2, X, y, **small)
+    explicit = stir_baselines(m1, m2, X, y, init_seed=0, permutation_seed=0, **small)
+    assert b.summary() == explicit.summary() and (b.init_seed, b.permutation_seed) == (0, 0)
+    assert torch.equal(within_class_permutation(y), within_class_permutation(y, 0))
+    for k, v in reinitialised(m1).state_dict().items():
+        assert torch.equal(v, reinitialised(m1, 0).state_dict()[k])
+
+
+@pytest.mark.parametrize("option", [dict(fake_relu=True), dict(clamp_start=False)])
+def test_the_authors_options_reach_the_inversions(option):
+    """stir and stir_matrix pass fake_relu and clamp_start on: their IRIs are invert's with
+    the option, which differ from the paper's procedure's; stir_matrix's per-model dict
+    applies to that model's IRIs only, and a name it does not know is refused."""
+    m1, m2, X = mlp(0), mlp(1), images(12)
+    small = dict(seeds=0, steps=3)
+    r = stir(m1, m2, X, return_iris=True, **small, **option)
+    with_it = invert(m1, X, seed=0, steps=3, **option).x_prime
+    assert torch.equal(r.iris_m1[0], with_it)
+    assert not torch.equal(with_it, invert(m1, X, seed=0, steps=3).x_prime)
+    if "fake_relu" in option:
+        *_, iris = stir_matrix({"a": m1, "b": m2}, X, fake_relu={"a": True}, return_iris=True,
+                               **small)
+        assert torch.equal(iris[("a", 0)], with_it)
+        assert torch.equal(iris[("b", 0)], invert(m2, X, seed=0, steps=3).x_prime)
+        with pytest.raises(ValueError, match="c"):
+            stir_matrix({"a": m1, "b": m2}, X, fake_relu={"c": True}, **small)
+
+
+def test_baselines_report_what_was_asked_and_with_which_seeds():
+    m1, m2, X, y = mlp(0), mlp(1), images(12), labels(12)
+    small = dict(seeds=0, steps=2)
+    perm_only = stir_baselines(m1, m2, X, y, baselines=("permutation",), **small)
+    assert perm_only.random_m2_given_m1 is None and perm_only.permuted_m2_given_m1 is not None
+    rand_only = stir_baselines(m1, m2, X, baselines=("random",), init_seed=4, **small)
+    assert rand_only.permutation is None and rand_only.init_seed == 4
+    s = rand_only.summary()
+    assert s["m2_given_m1"] == rand_only.result.m2_given_m1.mean
+    assert s["m1_given_m2"] == rand_only.result.m1_given_m2.mean
+    assert math.isnan(s["permuted_m2_given_m1"]) and math.isnan(s["permuted_m1_given_m2"])
+    both = stir_baselines(m1, m2, X, y, init_seed=4, permutation_seed=2, **small)
+    assert (both.init_seed, both.permutation_seed) == (4, 2)
+    loader = DataLoader(TensorDataset(X, y), batch_size=5)
+    with pytest.raises(ValueError, match="one label per image"):
+        stir_baselines(m1, m2, loader, labels(5), **small)     # y given, X a loader
+
+    def singles():
+        for part in (X[:6], X[6:]):
+            yield (part,)
+
+    with pytest.raises(ValueError, match="without them"):
+        stir_baselines(m1, m2, singles(), **small)
+    with pytest.raises(ValueError, match="integer class labels"):
+        within_class_permutation([0, 1, 1])
+
+
+def test_random_baseline_reads_the_layers_asked_for():
+    """With layers other than the default, the re-initialised partners are read at those
+    layers (the hand-built control at layer "1", the first Linear's output)."""
+    m1, m2, X = mlp(0), mlp(1), images(12)
+    b = stir_baselines(m1, m2, X, baselines=("random",), layer1="1", layer2="1",
+                       return_iris=True, seeds=0, steps=3)
+    r2m = reinitialised(m2, 0)
+    want = linear_cka(representation(r2m, X, "1"), representation(r2m, b.result.iris_m1[0], "1"))
+    assert b.random_m2_given_m1.values[0] == pytest.approx(want, abs=1e-12)
+    r1m = reinitialised(m1, 0)
+    want = linear_cka(representation(r1m, X, "1"), representation(r1m, b.result.iris_m2[0], "1"))
+    assert b.random_m1_given_m2.values[0] == pytest.approx(want, abs=1e-12)
+
+
+def test_reinitialised_names_the_parameters_of_a_child_it_cannot_reset():
+    """A module whose reset_parameters() resets its own parameters only: its child's
+    parameters (no reset of their own) keep their values and are named."""
+
+    class Child(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.s = nn.Parameter(torch.ones(1))
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(2))
+            self.child = Child()
+
+        def reset_parameters(self):
+            nn.init.normal_(self.w)
+
+        def forward(self, x):
+            return x * self.w * self.child.s
+
+    with pytest.warns(UserWarning, match=r"child\.s"):
+        reinitialised(Outer())
+
+
+def test_loaders_of_one_tuples_and_unclamped_starts_equal_the_one_tensor_call():
+    """(x,) batches carry no labels; clamp_start=False draws the batched starts unclamped,
+    like the one-tensor call; neither warns on a torch whose draws match."""
+    import warnings
+
+    m1, m2, X = mlp(0), mlp(1), images(20)
+    small = dict(seeds=0, steps=3, return_iris=True)
+
+    def singles():
+        for part in (X[:7], X[7:]):
+            yield (part,)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        whole = stir(m1, m2, X, clamp_start=False, **small)
+        parts = stir(m1, m2, singles(), clamp_start=False, **small)
+    torch.testing.assert_close(parts.iris_m1, whole.iris_m1, rtol=0, atol=1e-12)
+    assert not torch.equal(whole.iris_m1, stir(m1, m2, X, **small).iris_m1)
+
+
+def test_a_torch_whose_draws_differ_is_warned_about_noise_only(monkeypatch):
+    monkeypatch.setattr(stir_batches, "draws_match", lambda: False)
+    stir_batches._warn_once.cache_clear()
+    stir_batches.check_draws("uniform")
+    with pytest.warns(UserWarning, match="draws normals differently"):
+        stir_batches.check_draws("noise")
+    stir_batches._warn_once.cache_clear()
+    with pytest.warns(UserWarning, match="draws normals differently"):     # through stir
+        stir(mlp(0), mlp(1), iter([images(4)]), seeds=0, steps=1)
+    stir_batches._warn_once.cache_clear()
+
+
+def test_batched_starts_refuse_bad_seeds_and_pools():
+    with pytest.raises(TypeError, match="seed"):
+        stir_batches.Starts("noise", True)
+    for pool in (None, torch.empty(0, 1, 8, 8)):
+        with pytest.raises(ValueError, match="non-empty pool"):
+            stir_batches.Starts("pool", 0, pool=pool)
+    assert stir_batches.Starts("noise", 0, clamp=False).clamp is False
+
+
+def test_starts_of_sixteen_values_in_two_batches_equal_the_one_tensor_draw():
+    """16 values in all (two images of 8): the block path of randn(16), read ahead."""
+    X = torch.rand(2, 1, 2, 4, generator=torch.Generator().manual_seed(0))
+    want = seeds("noise", X, 3)
+    starts = stir_batches.Starts("noise", 3)
+    got = [starts.take(x, rest) for x, _, rest in
+           stir_batches.with_rest(stir_batches.batches([X[:1], X[1:]]))]
+    torch.testing.assert_close(torch.cat(got), want, rtol=0, atol=0)
+
+
+def test_results_with_and_without_iris_differ_and_load_by_their_fields(tmp_path):
+    r = stir(mlp(0), mlp(1), images(12), seeds=0, steps=2, return_iris=True, bootstrap=20)
+    assert dataclasses.replace(r, iris_m1=None) != r
+    s = r.summary()
+    for name in ("m2_given_m1", "m1_given_m2", "cka"):
+        assert (s[name + "_low"], s[name + "_high"]) == (r.image_interval[name].low,
+                                                         r.image_interval[name].high)
+    path = tmp_path / "r.pt"
+    r.save(path)
+    full = torch.load(path, weights_only=True)
+    required = {f.name for f in dataclasses.fields(STIRResult) if f.default is not None}
+    torch.save({k: v for k, v in full.items() if k in required}, path)   # no format, no options
+    bare = STIRResult.load(path)
+    assert bare.iris_m1 is None and bare.m2_given_m1 == r.m2_given_m1
+    for broken in ({k: v for k, v in full.items() if k != "n"}, {**full, "extra": 1}):
+        torch.save(broken, path)
+        with pytest.raises(ValueError, match="expected a saved STIRResult"):
+            STIRResult.load(path)

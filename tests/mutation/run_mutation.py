@@ -51,6 +51,8 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
                   ["tests/test_inversion_stir.py", "tests/test_inversion_paths.py",
                    "tests/test_inversion_seeds.py",
                    "tests/test_independent_answers.py"]),
+    "straight_relu": (["stir_lib/straight_relu.py"],
+                      ["tests/test_inversion_authors.py", "tests/test_independent_answers.py"]),
     "stir": (["stir_lib/stir.py", "stir_lib/stir_batches.py", "stir_lib/stir_result.py",
               "stir_lib/baselines.py"],
              ["tests/test_inversion_stir.py", "tests/test_stir_paths.py",
@@ -194,6 +196,31 @@ def run_module(name: str, max_children: int) -> ModuleResult:
     return collect(name, tests, seconds)
 
 
+def update_module(name: str, max_children: int) -> ModuleResult:
+    """Bring the module's last run up to the checkout, or finish a stopped run: the scratch
+    copy gets the current package and tests, and mutmut (which keeps a hash of every
+    function it mutated) mutates again only the functions whose source changed, runs their
+    mutants and the ones a stopped run left unchecked, and keeps every other mutant's result.
+    Then the mutants not killed are run again with the current tests (:func:`rerun_open`).
+    Valid while tests are only added (a kill recorded before stays a kill) and the list of
+    test files is the same (mutmut resets every result when it changes)."""
+    work = ROOT / "_build" / "mutation" / name
+    old = load_result(name)
+    if not (work / "mutants").is_dir():
+        sys.exit(f"run_mutation: expected an earlier run of {name} in {work}, found none; "
+                 f"run it first: run_mutation.py {name}")
+    files, tests = MODULES[name]
+    tests = [t for t in tests if (ROOT / t).exists()]
+    for sub in ("stir_lib", "tests", "benchmarks"):
+        shutil.copytree(ROOT / sub, work / sub, ignore=_IGNORE, dirs_exist_ok=True)
+    for f in files:                  # newer than its mutants: mutmut mutates it again
+        (work / f).touch()
+    _write_config(work, files, tests)
+    seconds = _mutmut(name, work, ["--max-children", str(max_children)], "mutmut-update.log")
+    save_result(collect(name, tests, (old.seconds if old else 0.0) + seconds))
+    return rerun_open(name, max_children)
+
+
 def rerun_open(name: str, max_children: int) -> ModuleResult:
     """Run again only the mutants of the last run of ``name`` that were not killed, with the
     tests as they are now (copied into its scratch copy, and the module's current list of
@@ -243,7 +270,11 @@ def _mutmut(name: str, work: Path, args: list[str], log: str) -> float:
 
 
 def _env(work: Path) -> dict:
-    return dict(os.environ, STIR_CACHE=str(work / "_cache"), PYTHONDONTWRITEBYTECODE="1")
+    # one thread: mutmut forks every mutant's process from one that has used torch, and
+    # OpenMP's pool does not survive a fork (a second thread in the child waits forever;
+    # stir's mutants hung so, on 0 CPU, past every time limit)
+    return dict(os.environ, STIR_CACHE=str(work / "_cache"), PYTHONDONTWRITEBYTECODE="1",
+                STIR_THREADS="1", OMP_NUM_THREADS="1")
 
 
 def collect(name: str, tests: list[str], seconds: float) -> ModuleResult:
@@ -465,6 +496,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rerun-open", action="store_true",
                         help="rerun only the mutants the last run of each module did not kill, "
                              "with the current tests")
+    parser.add_argument("--update", action="store_true",
+                        help="bring each module's last run up to the checkout (only changed "
+                             "functions are mutated again), or finish a stopped run")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--report", type=Path, default=HERE / "REPORT.md")
     args = parser.parse_args(argv)
@@ -480,7 +514,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         if args.report_only:
             continue
-        if args.rerun_open:
+        if args.update:
+            print(f"{name}: updating the last run to the checkout ...", flush=True)
+            r = update_module(name, args.max_children)
+        elif args.rerun_open:
             print(f"{name}: rerunning the mutants not killed ...", flush=True)
             r = rerun_open(name, args.max_children)
         elif args.collect is not None:
