@@ -624,7 +624,7 @@ def test_the_image_interval_scores_each_resample_once(monkeypatch):
 
 def test_bootstrap_and_level_refuse_their_edges():
     X = images(12)
-    for bad in (dict(bootstrap=True), dict(bootstrap=10, level=0.0),
+    for bad in (dict(bootstrap=True), dict(bootstrap=False), dict(bootstrap=10, level=0.0),
                 dict(bootstrap=10, level=1.0), dict(bootstrap=10, level=1.5)):
         with pytest.raises(ValueError, match="bootstrap|level"):
             stir(mlp(0), mlp(1), X, seeds=0, steps=1, **bad)
@@ -674,6 +674,9 @@ def test_the_authors_options_reach_the_inversions(option):
         assert torch.equal(iris[("b", 0)], invert(m2, X, seed=0, steps=3).x_prime)
         with pytest.raises(ValueError, match="c"):
             stir_matrix({"a": m1, "b": m2}, X, fake_relu={"c": True}, **small)
+    else:
+        *_, iris = stir_matrix({"a": m1, "b": m2}, X, return_iris=True, **small, **option)
+        assert torch.equal(iris[("a", 0)], with_it)
 
 
 def test_baselines_report_what_was_asked_and_with_which_seeds():

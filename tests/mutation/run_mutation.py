@@ -237,6 +237,9 @@ def rerun_open(name: str, max_children: int) -> ModuleResult:
     tests = [t for t in tests if (ROOT / t).exists()]
     shutil.copytree(ROOT / "tests", work / "tests", ignore=_IGNORE, dirs_exist_ok=True)
     _write_config(work, files, tests)          # the module's test list as it is now
+    # mutmut runs for a mutant only the tests its last stats run saw calling the function;
+    # a test changed since then (a new call) would be skipped: collect the stats again
+    (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     open_ = sorted(m for m, st in old.status.items() if st not in ("killed", "timeout"))
     seconds = _mutmut(name, work, ["--max-children", str(max_children), *open_],
                       "mutmut-rerun.log")
@@ -391,7 +394,9 @@ def report(results: list[ModuleResult], path: Path, started: str) -> str:
         "",
         f"Run {started} with mutmut {mutmut_version()} by `tests/mutation/run_mutation.py` "
         f"on this machine ({os.cpu_count()} cores, 2 mutants at a time): "
-        f"{total_s / 60:.1f} min for the modules below (each module's run date in its row).",
+        f"{total_s / 60:.1f} min for the modules below (each module's run date in its row; "
+        "a module brought up to date with --update counts its full run, the update and the "
+        "reruns of its survivors).",
         "",
         "A mutant is *killed* when one of the module's tests fails on it; *equivalent* mutants "
         "cannot change any result (the reasons are in `tests/mutation/equivalent.toml` and "
