@@ -127,3 +127,13 @@ def test_a_start_is_checked_as_the_model_s_own_input():
     wide = (-0.5 + x).clamp(-1.0, 2.0)                                 # valid in [-1, 2] only
     r = inv.invert(model, x, steps=1, start=wide, box=(-1.0, 2.0))
     assert r.seed_kind == "start"
+
+
+def test_constant_starts_are_one_grey_per_image():
+    """"constant": every pixel of a start is the same value, drawn once per image, so a
+    batch of images (more images than channels) gets different greys."""
+    x = torch.rand(5, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    s = inv.seeds("constant", x, seed=2)
+    flat = s.flatten(1)
+    assert torch.equal(flat, flat[:, :1].expand_as(flat))          # one value per image
+    assert len(set(flat[:, 0].tolist())) == 5                        # a grey each

@@ -52,7 +52,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
                    "tests/test_inversion_seeds.py",
                    "tests/test_independent_answers.py"]),
     "straight_relu": (["stir_lib/straight_relu.py"],
-                      ["tests/test_inversion_authors.py", "tests/test_independent_answers.py"]),
+                      ["tests/test_inversion_paths.py", "tests/test_independent_answers.py"]),
     "stir": (["stir_lib/stir.py", "stir_lib/stir_batches.py", "stir_lib/stir_result.py",
               "stir_lib/baselines.py"],
              ["tests/test_inversion_stir.py", "tests/test_stir_paths.py",
