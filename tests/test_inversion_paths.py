@@ -585,3 +585,38 @@ def test_keyword_arguments_reach_the_calls_they_belong_to():
     fast = straight_relu.straight_through(read, z, "pool")
     with torch.no_grad():
         assert fast(z).shape == (2, 3) and torch.equal(fast(z), read(z))
+
+
+def test_cached_inversions_keep_the_options_apart(net, x):
+    """With the cache on, an inversion with an option is stored under its own key and
+    computed with the option: the default call after it is not served the option's IRIs,
+    and each cached result equals the uncached one."""
+    for opt in (dict(fake_relu=True), dict(clamp_start=False)):
+        cached = invert(net, x, steps=4, use_cache=True, progress=False, **opt)
+        plain = invert(net, x, steps=4, use_cache=True, progress=False)
+        assert torch.equal(cached.x_prime, invert(net, x, steps=4, progress=False, **opt).x_prime)
+        assert torch.equal(plain.x_prime, invert(net, x, steps=4, progress=False).x_prime)
+        assert not torch.equal(cached.x_prime, plain.x_prime)
+
+
+def test_the_key_of_a_straight_through_inversion_follows_its_code(monkeypatch):
+    """fake_relu's entries are keyed by straight_relu's code: a change of that code (here a
+    different version) re-keys them, and only them."""
+    from stir_lib import cache, inversion
+
+    x = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    kw = dict(spatial="flatten", method="reference", steps=3, step_size=0.5, seed=0,
+              seed_kind="noise", box=(0.0, 1.0))
+    before = {o: cache.config_key("inversion", inversion.inversion_key("m", x, "h1", **kw,
+                                                                      fake_relu=o))
+              for o in (False, True)}
+    real = cache.code_version
+
+    def edited(*modules):
+        return "edited" if modules == (straight_relu,) else real(*modules)
+
+    monkeypatch.setattr(cache, "code_version", edited)
+    after = {o: cache.config_key("inversion", inversion.inversion_key("m", x, "h1", **kw,
+                                                                     fake_relu=o))
+             for o in (False, True)}
+    assert after[False] == before[False] and after[True] != before[True]
