@@ -77,8 +77,8 @@ def notebook_jobs(build: Path) -> dict[str, list[dict]]:
 
 
 def _predict(rows, rates) -> float:
-    return sum(r["flops"] / rates[r["family"]]["flops_per_second"]
-               + r["calls"] * rates[r["family"]]["seconds_per_call"] for r in rows)
+    from stir_lib.jobs import cost
+    return sum(cost.seconds(r["family"], r["flops"], r["calls"], rates) for r in rows)
 
 
 def _fit(rows):

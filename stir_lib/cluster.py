@@ -31,12 +31,11 @@ from . import cache, jobs as J
 from .progress import bar
 from .validation import check_choice, check_int
 
-__all__ = ["WarmReport", "warm", "make_executor", "run_jobs", "GPU_FLOPS", "CPU_FLOPS"]
+__all__ = ["WarmReport", "warm", "make_executor", "run_jobs", "GPU_FLOPS"]
 
-# Effective throughputs used to turn a plan's FLOP count into an estimate of time (they are
-# assumptions, not measurements: small conv nets with PGD reach a fraction of peak).
+# The effective throughput that turns a paper-scale plan's FLOP count into GPU time (an
+# assumption, not a measurement; CPU plans use the calibrated rates of stir_lib.jobs.cost).
 GPU_FLOPS = 25e12   # one modern data-centre GPU (fp32/TF32, small models)
-CPU_FLOPS = 5e10    # this project's 2-core CI machine
 
 
 def run_jobs(chunk: list, device: str = "auto") -> list[str]:

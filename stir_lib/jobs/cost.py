@@ -25,7 +25,7 @@ from torch import nn
 
 from ..models import create_model
 
-__all__ = ["family", "work", "fit", "predict_seconds", "total_seconds", "FAMILIES"]
+__all__ = ["family", "work", "fit", "seconds", "predict_seconds", "total_seconds", "FAMILIES"]
 
 FAMILIES = ("model/dense", "model/conv", "inversion/dense", "inversion/conv",
             "transfer/fine-tune", "transfer/fixed-feature")
@@ -84,28 +84,28 @@ def fit(rows: Iterable[tuple[str, float, int, float]]) -> dict[str, dict[str, fl
     return out
 
 
-def predict_seconds(job, rates: Mapping[str, Mapping[str, float]] | None = None) -> float:
-    """The job's own computing time at the calibrated ``rates`` (default: the ones in
-    :mod:`.calibration`). Raises ``KeyError`` naming the family when it was not calibrated."""
-    fam = family(job)
-    if fam is None:
-        return 0.0
+def seconds(fam: str, flops: float, calls: int,
+            rates: Mapping[str, Mapping[str, float]] | None = None) -> float:
+    """``flops / rate + calls * per_call`` at the family's calibrated ``rates`` (default: the
+    ones in :mod:`.calibration`). Raises ``KeyError`` naming the family when it was not
+    calibrated."""
     if rates is None:
         from .calibration import RATES as rates
     if fam not in rates:
         raise KeyError(f"no calibrated rate for {fam!r} (calibrated: {sorted(rates)}); "
                        f"run benchmarks/cost_model.py calibrate on a build that computes one")
     r = rates[fam]
-    flops, calls = work(job)
     return flops / r["flops_per_second"] + calls * r["seconds_per_call"]
+
+
+def predict_seconds(job, rates: Mapping[str, Mapping[str, float]] | None = None) -> float:
+    """The job's own computing time: :func:`seconds` of its family and :func:`work`."""
+    fam = family(job)
+    return 0.0 if fam is None else seconds(fam, *work(job), rates)
 
 
 def total_seconds(jobs: Sequence, rates=None) -> float:
     """Sum of :func:`predict_seconds` over jobs (each cache entry once)."""
-    seen, total = set(), 0.0
-    for j in jobs:
-        k = (j.kind, j.key())
-        if k not in seen:
-            seen.add(k)
-            total += predict_seconds(j, rates)
-    return total
+    from .plan import _unique
+
+    return sum(predict_seconds(j, rates) for j in _unique(jobs))
