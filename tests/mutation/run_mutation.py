@@ -158,17 +158,20 @@ def prepare(name: str, files: list[str], tests: list[str]) -> Path:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    shutil.copytree(ROOT / "stir_lib", work / "stir_lib", ignore=_IGNORE)
-    shutil.copytree(ROOT / "tests", work / "tests", ignore=_IGNORE)
-    for extra in ("book", "notebooks", "benchmarks", "_config.yml", "_toc.yml", "requirements",
-                  "environment.yml", "README.md"):
-        src = ROOT / extra
-        if src.is_dir():
-            shutil.copytree(src, work / extra, ignore=_IGNORE)
-        elif src.exists():
-            shutil.copy2(src, work / extra)
+    _copy_checkout(work)
     _write_config(work, files, tests)
     return work
+
+
+def _copy_checkout(work: Path) -> None:
+    """The package, the tests and what the tests read, copied over ``work``'s copy."""
+    for part in ("stir_lib", "tests", "book", "notebooks", "benchmarks", "_config.yml",
+                 "_toc.yml", "requirements", "environment.yml", "README.md"):
+        src = ROOT / part
+        if src.is_dir():
+            shutil.copytree(src, work / part, ignore=_IGNORE, dirs_exist_ok=True)
+        elif src.exists():
+            shutil.copy2(src, work / part)
 
 
 def _write_config(work: Path, files: list[str], tests: list[str]) -> None:
@@ -211,8 +214,7 @@ def update_module(name: str, max_children: int) -> ModuleResult:
                  f"run it first: run_mutation.py {name}")
     files, tests = MODULES[name]
     tests = [t for t in tests if (ROOT / t).exists()]
-    for sub in ("stir_lib", "tests", "benchmarks"):
-        shutil.copytree(ROOT / sub, work / sub, ignore=_IGNORE, dirs_exist_ok=True)
+    _copy_checkout(work)
     for f in files:                  # newer than its mutants: mutmut mutates it again
         (work / f).touch()
     _write_config(work, files, tests)
