@@ -35,7 +35,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..jobs import Data, Invert, Snapshot, Train
-from ..models import resolve_device
+from ..models import CIFAR_MEAN, CIFAR_STD, resolve_device
 from ..results import Scorecard
 from ..scales import choose_scale
 from ..training import TrainConfig
@@ -51,7 +51,7 @@ __all__ = ["RULES", "ROUND", "PREVIOUS_BUILD", "PRESETS", "settings", "start", "
            "parse", "stir_images", "plan",
            "matrix_jobs", "layer_jobs", "length_jobs", "loss_models", "update_chain",
            "chain_controls", "chain_epochs", "CONTROL_SEED_OFFSET",
-           "update_jobs", "authors_options", "stir_options", "ARCH_LABELS", "NANDA_N1", "NANDA_NAMES", "NANDA_STIR", "NANDA_CKA",
+           "update_jobs", "step_jobs", "scaled_step", "CIFAR10_RMS_NORM", "authors_options", "stir_options", "ARCH_LABELS", "NANDA_N1", "NANDA_NAMES", "NANDA_STIR", "NANDA_CKA",
            "nanda_n1_effects", "nanda_blocks", "nanda_asymmetry", "residual_asymmetry",
            "loss_recipe", "n5_premise", "n5_cells", "N5_CEILING", "N6_SIMILAR_PTS",
            "SOURCES", "n1_seed_pairs",
@@ -101,6 +101,7 @@ PRESETS = {
                                                         **{**_MNIST_AT, "adv_steps": 1})},
         loss_recipe=dict(adv_norm="l2", adv_eps=1.5, adv_steps=1, beta=6.0),
         losses_arch="mlp", n_stir=16, n_layers=16, inv_steps=20, snapshots=(1,),
+        step_archs=("mlp",),
         chain=dict(sizes=(128, 256, 512, 1024), steps=8, n_stir=16),
         eval_eps=1.5, eval_steps=3, n_eval=50, authors=False),
     "ci": dict(
@@ -110,6 +111,8 @@ PRESETS = {
                  "V-conv": dict(_ADAM, epochs=12), "AT-conv": dict(_ADAM, epochs=5, **_MNIST_AT)},
         loss_recipe=dict(adv_norm="l2", adv_eps=1.5, adv_steps=3, beta=6.0),
         losses_arch="mlp", n_stir=250, n_layers=200, inv_steps=None, snapshots=(1, 3, 10),
+        # the step study (stir_pairs): the MLPs' matrix inverted again with scaled_step()
+        step_archs=("mlp",),
         # N7 (rule of 2026-12-06): nested sets from 512 images (where an MLP still learns from
         # more data) doubling to 32,768; 1,920 optimiser steps at every size (15 epochs of the
         # largest set, batches of 256, so every size's epochs are whole)
@@ -127,6 +130,7 @@ PRESETS = {
         loss_recipe=dict(adv_norm="linf", adv_eps=8 / 255, adv_steps=10,
                          adv_step_size=2 / 255, beta=6.0),
         losses_arch="r18", n_stir=1000, n_layers=1000, inv_steps=None, snapshots=(1, 10, 50),
+        step_archs=(),  # on CIFAR-10 the scaled step is the paper's 0.5: nothing to compare
         # The paper: 5k, 10k, ..., 45k training images, 5k held out. ASSUMPTION: each step
         # retrains with the zoo's recipe from the same initialisation (not stated in the
         # paper), for the optimiser steps of 150 epochs of the largest set (epochs rounded)
@@ -262,6 +266,34 @@ def layer_jobs(S, models: dict) -> list[Invert]:
     return jobs
 
 
+#: The root-mean-square L2 norm of a CIFAR-10 image in [0, 1] (about 29.7), from the data
+#: set's published per-channel pixel means and standard deviations: E||x||^2 = 1024 *
+#: sum over channels of (mean^2 + std^2).
+CIFAR10_RMS_NORM = (1024 * sum(m * m + s * s for m, s in zip(CIFAR_MEAN, CIFAR_STD))) ** 0.5
+
+
+def scaled_step(S) -> float:
+    """The inversion's L2 step scaled to the images' size: the paper's 0.5, which was set for
+    CIFAR-10's 32x32x3 images, times the RMS norm of the STIR images X over CIFAR-10's
+    (:data:`CIFAR10_RMS_NORM`), rounded to 4 digits (a cache key). On MNIST about 0.16: the
+    paper's step is about three times larger relative to a 28x28 digit than to a CIFAR image."""
+    x = stir_images(S).load()[0]
+    rms = float(x.flatten(1).pow(2).sum(1).mean().sqrt())
+    return round(0.5 * rms / CIFAR10_RMS_NORM, 4)
+
+
+def step_jobs(S, models: dict) -> list[Invert]:
+    """The step study: the matrix's inversions of the ``S["step_archs"]`` models again, with
+    :func:`scaled_step` instead of the paper's 0.5 (everything else as :func:`matrix_jobs`)."""
+    archs = [a for a in S["step_archs"] if a in S["archs"]]
+    if not archs:
+        return []
+    X, step = stir_images(S), scaled_step(S)
+    return [Invert(m, X, None, method="reference", steps=S["inv_steps"], step_size=step,
+                   **authors_options(S, m.arch)) for n, m in models.items()
+            if parse(n)[1] in archs]
+
+
 def length_jobs(S, models: dict) -> list[Invert]:
     """Inversions of the training-length study: seeds 0 and 1 of the V and AT MLPs at each
     snapshot epoch (the final models are the zoo's)."""
@@ -391,7 +423,7 @@ def plan(scale: str = "ci", notebooks=("stir_pairs", "stir_layers", "stir_losses
     models = zoo(S)
     jobs: list = list(models.values())
     if "stir_pairs" in notebooks:
-        jobs += matrix_jobs(S, models) + length_jobs(S, models)
+        jobs += matrix_jobs(S, models) + length_jobs(S, models) + step_jobs(S, models)
     if "stir_layers" in notebooks:
         jobs += layer_jobs(S, models)
     if "stir_losses" in notebooks:
