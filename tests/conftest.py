@@ -25,7 +25,7 @@ torch.set_num_threads(1)
 # to the other, which then takes every other file while the notebooks run (longest job
 # first). By test count, xdist's default, the notebooks' 10 tests can start last, leaving one
 # worker idle at the end. Measured 2026-12-07 on this 2-core machine, whose speed drifted
-# between runs: 350-434 s in four runs this way, 403-518 s in three runs the default way.
+# between runs: 350-434 s in five runs this way, 403-518 s in three runs the default way.
 SCHEDULE_FIRST = ("test_notebooks.py", "test_paper_scale.py", "test_layout.py")
 
 
