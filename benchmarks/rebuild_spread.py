@@ -35,12 +35,13 @@ SETTINGS = {
     "sse": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
             "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
 }
-ARCHS = {"mlp": ("mlp", dict(hidden=(256, 128), activation="relu")), "conv": ("mnist_conv", {})}
+ARCHS = ("mlp", "conv")               # the STIR chapters' ci architectures of these names
 
 
 def worker(out: Path, native: Path | None) -> None:
     import torch
 
+    from stir_lib.chapters import stir as C
     from stir_lib.data.mnist_sets import mnist
     from stir_lib.models import create_model
     from stir_lib.stir import stir
@@ -52,19 +53,21 @@ def worker(out: Path, native: Path | None) -> None:
     X = x[50_000:50_250]
     res = {"capability": torch.backends.cpu.get_cpu_capability()}
     states = {}
-    for arch, (registry, kw) in ARCHS.items():
+    nat = torch.load(native, weights_only=True) if native is not None else None
+    zoo = C.settings("ci")["archs"]
+    for arch in ARCHS:
+        registry, kw, _ = zoo[arch]
         models = []
         for seed in (0, 1):
             torch.manual_seed(seed)
-            m = create_model(registry, **kw)
+            m = create_model(registry, **dict(kw))
             train(m, xt, yt, TrainConfig(seed=seed, epochs=2, batch_size=256, optimizer="adam",
                                          lr=2e-3, lr_schedule="cosine"), progress=False)
             models.append(m.eval())
             states[f"{arch}-{seed}"] = {k: v.clone() for k, v in m.state_dict().items()}
         r = stir(models[0], models[1], X, use_cache=False, progress=False)
         res[f"{arch} rebuild"] = [float(r.m2_given_m1.mean), float(r.m1_given_m2.mean)]
-        if native is not None:
-            nat = torch.load(native, weights_only=True)
+        if nat is not None:
             for i, m in enumerate(models):
                 m.load_state_dict(nat[f"{arch}-{i}"])
             r = stir(models[0], models[1], X, use_cache=False, progress=False)

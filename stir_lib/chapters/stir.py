@@ -51,7 +51,7 @@ __all__ = ["RULES", "ROUND", "PREVIOUS_BUILD", "PRESETS", "settings", "start", "
            "parse", "stir_images", "plan",
            "matrix_jobs", "layer_jobs", "length_jobs", "loss_models", "update_chain",
            "chain_controls", "chain_epochs", "CONTROL_SEED_OFFSET",
-           "update_jobs", "step_jobs", "scaled_step", "CIFAR10_RMS_NORM", "authors_options", "stir_options", "ARCH_LABELS", "NANDA_N1", "NANDA_NAMES", "NANDA_STIR", "NANDA_CKA",
+           "update_jobs", "step_archs", "step_jobs", "scaled_step", "CIFAR10_RMS_NORM", "authors_options", "stir_options", "ARCH_LABELS", "NANDA_N1", "NANDA_NAMES", "NANDA_STIR", "NANDA_CKA",
            "nanda_n1_effects", "nanda_blocks", "nanda_asymmetry", "residual_asymmetry",
            "loss_recipe", "n5_premise", "n5_cells", "N5_CEILING", "N6_SIMILAR_PTS",
            "SOURCES", "n1_seed_pairs",
@@ -231,9 +231,9 @@ def authors_options(S, registry: str, layer: str | None = None) -> dict:
     return dict(fake_relu=resnet and layer in (None, "layer4", "pool"), clamp_start=False)
 
 
-def _invert(S, model, X: Data, layer=None) -> Invert:
+def _invert(S, model, X: Data, layer=None, step_size: float | None = None) -> Invert:
     return Invert(model, X, layer, method="reference", steps=S["inv_steps"],
-                  **authors_options(S, model.arch, layer))
+                  step_size=step_size, **authors_options(S, model.arch, layer))
 
 
 def stir_options(S, *names: str, layer: str | None = None) -> dict:
@@ -282,16 +282,20 @@ def scaled_step(S) -> float:
     return round(0.5 * rms / CIFAR10_RMS_NORM, 4)
 
 
+def step_archs(S) -> list[str]:
+    """The zoo's architectures that the step study inverts again (``S["step_archs"]`` that
+    are in the zoo)."""
+    return [a for a in S["step_archs"] if a in S["archs"]]
+
+
 def step_jobs(S, models: dict) -> list[Invert]:
-    """The step study: the matrix's inversions of the ``S["step_archs"]`` models again, with
+    """The step study: the matrix's inversions of the :func:`step_archs` models again, with
     :func:`scaled_step` instead of the paper's 0.5 (everything else as :func:`matrix_jobs`)."""
-    archs = [a for a in S["step_archs"] if a in S["archs"]]
+    archs = step_archs(S)
     if not archs:
         return []
     X, step = stir_images(S), scaled_step(S)
-    return [Invert(m, X, None, method="reference", steps=S["inv_steps"], step_size=step,
-                   **authors_options(S, m.arch)) for n, m in models.items()
-            if parse(n)[1] in archs]
+    return [_invert(S, m, X, step_size=step) for n, m in models.items() if parse(n)[1] in archs]
 
 
 def length_jobs(S, models: dict) -> list[Invert]:
