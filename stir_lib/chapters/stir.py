@@ -45,7 +45,7 @@ from .stir_claims import (NANDA_CKA, NANDA_N1, NANDA_NAMES, NANDA_STIR, N5_CEILI
                           N6_SIMILAR_PTS, SOURCES, _asymmetry, _is_residual, n1_seed_pairs,
                           n2_adversarial_blocks, n3_residual_reference, n4_layers,
                           n5_at_higher, n5_cells, n5_premise, n6_losses, nanda_asymmetry,
-                          n7_updates, nanda_blocks, nanda_n1_effects)
+                          n7_updates, nanda_blocks, nanda_n1_effects, REBUILD_DIGITS, digits)
 
 __all__ = ["RULES", "ROUND", "PREVIOUS_BUILD", "PRESETS", "settings", "start", "zoo", "name",
            "parse", "stir_images", "plan",
@@ -56,7 +56,7 @@ __all__ = ["RULES", "ROUND", "PREVIOUS_BUILD", "PRESETS", "settings", "start", "
            "loss_recipe", "n5_premise", "n5_cells", "N5_CEILING", "N6_SIMILAR_PTS",
            "SOURCES", "n1_seed_pairs",
            "n2_adversarial_blocks", "n3_residual_reference", "n4_layers", "n5_at_higher",
-           "n6_losses", "n7_updates", "train_data", "recipe", "build", "accuracy_table",
+           "n6_losses", "n7_updates", "REBUILD_DIGITS", "digits", "train_data", "recipe", "build", "accuracy_table",
            "seed_pairs", "pair_rows", "block_means", "representation_dim"]
 
 ARCH_LABELS = {"mlp": "MLP 784-256-128", "conv": "strided conv net", "res": "residual conv net",

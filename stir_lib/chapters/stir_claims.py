@@ -21,7 +21,31 @@ from ..verdicts import (Estimate, Verdict, at_most_rule, combine, count_rule, ef
 __all__ = ["NANDA_N1", "NANDA_NAMES", "NANDA_STIR", "NANDA_CKA", "nanda_n1_effects",
            "nanda_blocks", "nanda_asymmetry", "SOURCES", "n1_seed_pairs",
            "n2_adversarial_blocks", "n3_residual_reference", "n4_layers", "N5_CEILING",
-           "n5_premise", "n5_cells", "n5_at_higher", "N6_SIMILAR_PTS", "n6_losses", "n7_updates"]
+           "n5_premise", "n5_cells", "n5_at_higher", "N6_SIMILAR_PTS", "n6_losses", "n7_updates",
+           "REBUILD_DIGITS", "digits"]
+
+#: Decimals of a STIR, CKA or IRI-distance number that a rebuild keeps, by whether the
+#: models it comes from convolve. ``benchmarks/rebuild_spread.py`` (2026-12-07) rebuilt the
+#: MLP and the conv net under other processors' vector kernels (AVX2, SSE on an AVX-512
+#: machine): the MLP's STIR moved by under 1e-4, the conv net's by up to 0.0014 (0.0008 from
+#: its 1,000 inversion steps alone). So an MLP's number is printed to 3 decimals and a
+#: number that any convolution net enters to 2; a rebuild on the same kind of machine
+#: reproduces every digit (a530c08 against 13b1819), another processor may still move a
+#: printed digit where a value sits at a rounding boundary.
+REBUILD_DIGITS = MappingProxyType({"dense": 3, "conv": 2})
+
+
+def digits(S: Mapping, *archs: str) -> int:
+    """Decimals to print for a number computed from the zoo's ``archs`` (every architecture
+    of ``S["archs"]`` when none is given): :data:`REBUILD_DIGITS` of the least reproducible
+    of them. An architecture is dense when its registry model is the fully connected
+    ``mlp``; every other architecture of the zoos convolves."""
+    names = archs or tuple(S["archs"])
+    unknown = [a for a in names if a not in S["archs"]]
+    if unknown:
+        raise ValueError(f"digits: expected architectures of the zoo {list(S['archs'])}, "
+                         f"got {unknown}")
+    return min(REBUILD_DIGITS["dense" if S["archs"][a][0] == "mlp" else "conv"] for a in names)
 
 
 def _is_residual(arch: str) -> bool:
@@ -134,7 +158,7 @@ SOURCES = MappingProxyType({
 # ----------------------------------------------------------------------------- claim rules
 # ----------------------------------------------------------------------------- claim rules
 def n1_seed_pairs(v_stir: Sequence[float], v_cka: Sequence[float], a_stir: Sequence[float],
-                  paper: Mapping[str, float]) -> Verdict:
+                  paper: Mapping[str, float], digits: int = 3) -> Verdict:
     """N1: vanilla pairs have high CKA but much lower STIR; AT pairs have high STIR.
 
     Quantities, one value per pair of seeds of one architecture (both STIR directions
@@ -142,27 +166,31 @@ def n1_seed_pairs(v_stir: Sequence[float], v_cka: Sequence[float], a_stir: Seque
     (Welch). Paper (its ResNet18 pair table): (a) 0.384, (b) 0.353. Each part by
     :func:`effect_rule` (half the paper's effect reproduces it); both needed. The pairs
     of three seeds share models, so their spread is a lower bound on the noise.
+    ``digits``: decimals of the reason's numbers (:func:`digits`).
     """
     a = paired(v_cka, v_stir)
     b = welch(a_stir, v_stir)
     return combine({
-        "CKA - STIR (vanilla)": effect_rule(a, paper["cka_minus_stir"], what="CKA - STIR"),
-        "AT - vanilla STIR": effect_rule(b, paper["at_minus_vanilla"], what="AT - V STIR"),
+        "CKA - STIR (vanilla)": effect_rule(a, paper["cka_minus_stir"], what="CKA - STIR",
+                                             digits=digits),
+        "AT - vanilla STIR": effect_rule(b, paper["at_minus_vanilla"], what="AT - V STIR",
+                                          digits=digits),
     })
 
 
-def n2_adversarial_blocks(at_minus_v: Estimate, paper_effect: float) -> Verdict:
+def n2_adversarial_blocks(at_minus_v: Estimate, paper_effect: float, digits: int = 3) -> Verdict:
     """N2: adversarial training gives higher STIR across architectures.
 
     Quantity: mean cross-architecture STIR of the AT block minus that of the V block,
     one value per replicate of the zoo (the models of one seed). Paper (poster matrix):
     :func:`nanda_blocks` (0.45). :func:`effect_rule`.
     """
-    return effect_rule(at_minus_v, paper_effect, what="AT - V cross-architecture STIR")
+    return effect_rule(at_minus_v, paper_effect, what="AT - V cross-architecture STIR",
+                       digits=digits)
 
 
 def n3_residual_reference(diffs: Mapping[str, Estimate] | None,
-                          paper: Mapping[str, float]) -> Verdict:
+                          paper: Mapping[str, float], digits: int = 3) -> Verdict:
     """N3: STIR is higher when a residual network is the reference.
 
     Quantity per training (AT, V): the paired asymmetry STIR(other | residual) -
@@ -181,24 +209,28 @@ def n3_residual_reference(diffs: Mapping[str, Estimate] | None,
     if set(diffs) != set(paper):
         raise ValueError(f"N3: expected our and the paper's values for the same trainings, "
                          f"got ours {sorted(diffs)} and the paper's {sorted(paper)}")
-    return combine({k: effect_rule(v, paper[k], what=f"{k}: STIR(o|r) - STIR(r|o)")
-                    for k, v in diffs.items()})
+    return combine({k: effect_rule(v, paper[k], what=f"{k}: STIR(o|r) - STIR(r|o)",
+                                   digits=digits) for k, v in diffs.items()})
 
 
-def n4_layers(parts: Mapping[str, Mapping[str, Estimate]]) -> Verdict:
+def n4_layers(parts: Mapping[str, Mapping[str, Estimate]],
+              digits: Mapping[str, int] | None = None) -> Verdict:
     """N4: shared invariance drops for later layers, less for AT; STIR drops more than CKA.
 
     Per architecture, three quantities over seed pairs: (i) vanilla STIR at the first
     layer minus at the last; (ii) the vanilla drop minus the AT drop (Welch); (iii) the
     vanilla STIR drop minus the vanilla CKA drop. The paper gives a figure, no numbers:
     each part by :func:`sign_rule`; all three needed per architecture, and every
-    architecture for "reproduced".
+    architecture for "reproduced". ``digits``: per architecture, the decimals of its numbers
+    (:func:`digits`; 3 where not given).
     """
-    per = {arch: combine({k: sign_rule(v, what=k) for k, v in p.items()})
+    d = dict(digits or {})
+    per = {arch: combine({k: sign_rule(v, what=k, digits=d.get(arch, 3)) for k, v in p.items()})
            for arch, p in parts.items()}
     out = combine(per)
     detail = "; ".join(f"{arch}: " + ", ".join(
-        f"{k} {v.mean:+.3f}±{v.half_width:.3f}" for k, v in p.items()) for arch, p in parts.items())
+        f"{k} {v.mean:+.{d.get(arch, 3)}f}±{v.half_width:.{d.get(arch, 3)}f}" for k, v in p.items())
+        for arch, p in parts.items())
     return Verdict(out.verdict, detail)
 
 
@@ -280,7 +312,7 @@ def n5_at_higher(cells: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -
 N6_SIMILAR_PTS = 5.0
 
 
-def n6_losses(robust_spread: Estimate, seed_minus_loss: Estimate) -> Verdict:
+def n6_losses(robust_spread: Estimate, seed_minus_loss: Estimate, digits: int = 3) -> Verdict:
     """N6: TRADES, MART and PGD-AT models have similar robustness, yet share only a
     moderate part of their invariances.
 
@@ -292,17 +324,19 @@ def n6_losses(robust_spread: Estimate, seed_minus_loss: Estimate) -> Verdict:
     different losses of one seed (both directions averaged, Welch): changing the loss costs
     more shared invariance than changing the seed. The paper gives no number:
     :func:`~stir_lib.verdicts.sign_rule`, *reproduced* beyond noise in that direction,
-    *not reproduced* otherwise, *not tested* without a noise floor.
+    *not reproduced* otherwise, *not tested* without a noise floor. ``digits``: decimals of
+    the finding's numbers (:func:`digits`).
     """
     premise = at_most_rule(robust_spread, N6_SIMILAR_PTS, N6_SIMILAR_PTS,
                            what="robust-accuracy spread", digits=1, unit=" pts")
     if premise.verdict != "reproduced":
         return not_tested(f"premise (similar robustness) not met: {premise.reason}")
-    finding = sign_rule(seed_minus_loss, what="AT seed-pair STIR - cross-loss STIR")
+    finding = sign_rule(seed_minus_loss, what="AT seed-pair STIR - cross-loss STIR", digits=digits)
     return Verdict(finding.verdict, f"premise met ({premise.reason}); {finding.reason}")
 
 
-def n7_updates(series: Sequence[Sequence[float]], floor: Sequence[Sequence[float]]) -> Verdict:
+def n7_updates(series: Sequence[Sequence[float]], floor: Sequence[Sequence[float]],
+               digits: int = 3) -> Verdict:
     """N7: updating a model with more data raises STIR monotonically, with diminishing
     returns (rule of 2026-12-06).
 
@@ -323,7 +357,8 @@ def n7_updates(series: Sequence[Sequence[float]], floor: Sequence[Sequence[float
     * (c) diminishing: the first step's rise minus the last step's is positive beyond noise.
 
     *Reproduced*: (a), (b) and (c); *partly*: (a) without (b) or (c); *not reproduced*: no
-    rise (a). One chain: noise not measured, *not tested*.
+    rise (a). One chain: noise not measured, *not tested*. ``digits``: decimals of the
+    reason's numbers (:func:`digits`).
     """
     a, f = np.asarray(series, float), np.asarray(floor, float)
     if a.ndim != 2 or a.shape[1] < 3:
@@ -339,18 +374,19 @@ def n7_updates(series: Sequence[Sequence[float]], floor: Sequence[Sequence[float
     closes = over_seeds(gap[:, 0] - gap[:, -1])
     steps = {f"update {k + 2}": over_seeds(a[:, k + 1] - a[:, k]) for k in range(a.shape[1] - 1)}
     dim = over_seeds((a[:, 1] - a[:, 0]) - (a[:, -1] - a[:, -2]))
-    reason = (f"first update's gap to the same-data floor {first_gap.mean:+.3f}"
-              f"±{first_gap.half_width:.3f}")
+    def pm(e):
+        return f"{e.mean:+.{digits}f}±{e.half_width:.{digits}f}"
+
+    reason = f"first update's gap to the same-data floor {pm(first_gap)}"
     if not first_gap.beyond_noise(+1):
         return not_tested(f"{reason}: not beyond noise, so the updates do not change the model "
                           f"beyond retraining on the same data")
     up = rise.beyond_noise(+1) and closes.beyond_noise(+1)
     monotone = not any(v.beyond_noise(-1) for v in steps.values())
     diminishing = dim.beyond_noise(+1)
-    reason += (f"; rise {rise.mean:+.3f}±{rise.half_width:.3f}, gap closes by "
-               f"{closes.mean:+.3f}±{closes.half_width:.3f}, "
+    reason += (f"; rise {pm(rise)}, gap closes by {pm(closes)}, "
                f"{'no update falls' if monotone else 'an update falls'} beyond noise, "
-               f"first minus last step {dim.mean:+.3f}±{dim.half_width:.3f}")
+               f"first minus last step {pm(dim)}")
     if up and monotone and diminishing:
         return Verdict("reproduced", reason)
     if up:
