@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -108,3 +109,34 @@ def test_the_stored_calibration_covers_every_family():
         assert 0 <= r["seconds_per_call"] < 0.1, fam
         assert r["jobs"] >= 10, fam
     assert 0 < calibration.NOTEBOOK_SECONDS < 600
+
+
+def test_the_szegedy_chapters_list_the_models_their_notebooks_train():
+    """chapters.MODEL_JOBS at ci: blind spots trains per seed Table 1's six, Table 3's
+    three (P1 and P2 kept apart: two entries of FC100-100-10 on 30,000 images) and S6's two;
+    units its three scored nets and the judge; Lipschitz the units chapter's conv nets of
+    seeds 0-2, the adversarially trained one on its 10,000 images and blind spots' MLPs of
+    seed 0 (shared: the same jobs, counted once)."""
+    from stir_lib.chapters import MODEL_JOBS
+    from stir_lib.chapters import blind_spots as B, lipschitz as L, units as U
+
+    jobs = {nb: MODEL_JOBS[nb]("ci") for nb in MODEL_JOBS}
+    b = jobs["blind_spots"]
+    assert len(b) == len(set(b)) == 11 * len(B.settings("ci")["seeds"])
+    halves = [j for j in b if j.data.count() == 30000]
+    assert sorted(j.arch for j in halves) == sorted(["fc100-100-10", "fc123-456-10",
+                                                     "fc100-100-10"] * 3)
+    assert {cost.family(j) for j in b} == {"model/dense"}
+    ae = [j for j in b if j.arch == "ae400-10"]
+    assert all(j.config.autoencoder_epochs == B.settings("ci")["ae_epochs"] for j in ae)
+    u = jobs["units_vs_random"]
+    assert [j.config.seed for j in u] == [0, 1, 2, U.JUDGE_SEED_OFFSET]
+    lip = jobs["lipschitz"]
+    shared = set(lip) & (set(u) | set(b))
+    assert len(shared) == 5 and len(set(lip) - shared) == 1      # only the AT conv net is its own
+    (own,) = set(lip) - shared
+    assert own.config.loss == "pgd-at" and own.data.count() == L.settings("ci")["n_adv_train"]
+    # a counted job's work is the training it does: more epochs, proportionally more
+    j = b[0]
+    longer = J.Train(j.arch, dataclasses.replace(j.config, epochs=2 * j.config.epochs), j.data)
+    assert longer.flops() == pytest.approx(2 * j.flops()) and longer.calls() == 2 * j.calls()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 
 from stir_lib import cache, cluster, jobs as J
 from stir_lib.book.run import SUMMARY_PAGES
-from stir_lib.chapters import NOTEBOOKS as PLAN_NOTEBOOKS, PLANS
+from stir_lib.chapters import MODEL_JOBS, NOTEBOOKS as PLAN_NOTEBOOKS, PLANS
 from stir_lib.paths import toc_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +42,23 @@ PLANNED = {n for names in PLAN_NOTEBOOKS.values() for n in names}   # chapters w
 def entries() -> set[str]:
     """The session cache's complete entries, as "kind/key"."""
     return {f"{e['kind']}/{e['key']}" for e in cache.entries()}
+
+
+def _signature(name: str, kwargs, config) -> str:
+    """A trained model's identity without its data (what the cost model matches on)."""
+    return json.dumps(cache._canonical({"name": name, "model_kwargs": dict(kwargs),
+                                        "config": config}), sort_keys=True)
+
+
+def model_signatures(keys) -> Counter:
+    """The signatures of the model entries among ``keys`` ("kind/key"), with multiplicity."""
+    out = Counter()
+    for k in keys:
+        kind, key = k.split("/", 1)
+        if kind == "model":
+            c = json.loads((cache.cache_root() / kind / key / "meta.json").read_text())["config"]
+            out[_signature(c["name"], c["model_kwargs"], c["config"])] += 1
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +99,16 @@ def test_notebook_runs_at_smoke_scale(name, book_out, request):
     if name in PLANNED:
         made = entries() - before
         assert not made, f"{name} computed entries its plan does not list: {sorted(made)}"
+    if name in MODEL_JOBS:
+        # the models the cost model counts for this notebook are the ones it trains: every
+        # model it made is counted, and every counted one is in the cache (made here or by
+        # an earlier chapter that shares it)
+        counted = Counter(_signature(j.arch, j.kwargs, j.config)
+                          for j in set(MODEL_JOBS[name]("smoke")))
+        made = model_signatures(entries() - before)
+        assert not made - counted, f"{name} trained models model_jobs does not list: {made - counted}"
+        missing = counted - model_signatures(entries())
+        assert not missing, f"{name}: model_jobs lists models nobody trained: {missing}"
     timings = json.loads((build / "executed" / "timings.json").read_text())
     assert timings[name]["scale"] == "smoke"
     if name in SUMMARY_PAGES or name in GUIDES:

@@ -14,7 +14,9 @@ compares with and its claim rules (built on :mod:`stir_lib.verdicts`):
 ``PLANS`` maps a chapter with cache entries worth computing ahead (``python -m
 stir_lib.book.run plan`` / ``warm``) to its ``plan(scale, **parameters) -> list[job]``;
 ``NOTEBOOKS`` lists the notebooks each plan covers; ``NOTEBOOK_MODULE`` names every
-notebook's module.
+notebook's module. The Szegedy chapters train their models inside the notebooks;
+``MODEL_JOBS`` maps each of those notebooks to ``model_jobs(scale) -> list[Train]``, the
+models it trains, for the cost model to count (``benchmarks/cost_model.py``).
 
 Each chapter module also keeps ``RULES`` (:class:`stir_lib.verdicts.RuleRecord` per claim:
 the claim's words its rule tests and the date the rule last changed); :func:`rules` merges
@@ -25,8 +27,11 @@ on ``PREVIOUS_BUILD`` and why it changed; the scorecard lists those beside the n
 from __future__ import annotations
 
 from .rounds import PREVIOUS_BUILD, ROUND
+from . import blind_spots as _blind_spots
+from . import lipschitz as _lipschitz
 from . import stir as _stir
 from . import transfer as _transfer
+from . import units as _units
 
 PLANS = {"stir": _stir.plan, "transfer": _transfer.plan}
 # the notebooks each plan covers (for `run plan stir_pairs` and the tests)
@@ -35,6 +40,11 @@ NOTEBOOKS = {"stir": ("stir_pairs", "stir_layers", "stir_losses"), "transfer": (
 NOTEBOOK_MODULE = {"blind_spots": "blind_spots", "units_vs_random": "units",
                    "lipschitz": "lipschitz", "stir_pairs": "stir", "stir_layers": "stir",
                    "stir_losses": "stir", "transfer": "transfer"}
+
+# notebooks without a plan -> the models they train, as jobs to count (not to warm: see
+# blind_spots.model_jobs)
+MODEL_JOBS = {"blind_spots": _blind_spots.model_jobs, "units_vs_random": _units.model_jobs,
+              "lipschitz": _lipschitz.model_jobs}
 
 CHAPTER_MODULES = ("blind_spots", "units", "lipschitz", "stir", "transfer")
 
@@ -53,5 +63,5 @@ def rules() -> dict:
     return out
 
 
-__all__ = ["PLANS", "NOTEBOOKS", "NOTEBOOK_MODULE", "ROUND", "PREVIOUS_BUILD",
+__all__ = ["PLANS", "NOTEBOOKS", "NOTEBOOK_MODULE", "MODEL_JOBS", "ROUND", "PREVIOUS_BUILD",
            "CHAPTER_MODULES", "rules"]

@@ -25,7 +25,7 @@ from ..verdicts import (RANK, Estimate, RuleRecord, Verdict, at_most_rule, effec
                         not_tested, rule_records)
 
 __all__ = ["RULES", "PRESETS", "settings", "load_data", "mlp_config", "table1_models", "half_models",
-           "s6_models", "targets", "targeted_attack", "attack", "attack_pool", "error", "cross_table", "table4",
+           "s6_models", "model_jobs", "targets", "targeted_attack", "attack", "attack_pool", "error", "cross_table", "table4",
            "disjoint_excess", "DISJOINT", "WD_MLP",
            "SZEGEDY_MODELS", "SZEGEDY_T1", "SZEGEDY_T2", "SZEGEDY_T3", "SZEGEDY_T4", "SZEGEDY_S6",
            "t2_off_diagonal", "t2_noise", "t2_transfer_effect", "t4_disjoint",
@@ -108,6 +108,40 @@ def s6_models(S, D, seed: int, device=None) -> dict:
     return {"weight decay only": trained_model("fc100-100-10", x, y, std, device=device).model,
             "half adversarial batches": trained_model("fc100-100-10", x, y, adv,
                                                       device=device).model}
+
+
+def model_jobs(scale: str, **overrides) -> list:
+    """The models the notebook trains at ``scale`` (its default parameters), as
+    :class:`~stir_lib.jobs.Train` jobs for the cost model to count (``run plan`` and
+    ``benchmarks/cost_model.py``): per seed Table 1's six, Table 3's three on the halves and
+    S6's two. Their data are described by size only (the halves P1 and P2 are not a
+    :class:`~stir_lib.jobs.Data` subset), so the jobs count the work but do not key the
+    notebook's cache entries; ``tests/test_notebooks.py`` checks that the smoke run trains
+    exactly these configurations."""
+    from ..jobs import Data, Train
+
+    S = settings(scale, **overrides)
+    n = S["n_train"]
+    full = Data("mnist", "train", n=n, seed=0)
+    # P1 and P2: two sets of the halves' size (seeds 1 and 2 only keep them apart)
+    p1, p2 = (Data("mnist", "train", n=n // 2 if n else 30000, seed=k) for k in (1, 2))
+    out = []
+    for seed in S["seeds"]:
+        base = dict(epochs=S["epochs"], seed=seed)
+        out += [Train("fc10", TrainConfig(weight_decay=wd, **base), full, label=f"FC10({wd:g})")
+                for wd in (1e-4, 1e-2, 1.0)]
+        out += [Train("fc100-100-10", mlp_config(**base), full),
+                Train("fc200-200-10", mlp_config(**base), full),
+                Train("ae400-10", TrainConfig(weight_decay=1e-5, autoencoder_epochs=S["ae_epochs"],
+                                              **base), full)]
+        out += [Train(a, mlp_config(**base), d, label=f"{a} ({h})")
+                for a, d, h in (("fc100-100-10", p1, "P1"), ("fc123-456-10", p1, "P1"),
+                                ("fc100-100-10", p2, "P2"))]
+        out += [Train("fc100-100-10", mlp_config(S["adv_epochs"], seed), full),
+                Train("fc100-100-10", TrainConfig(weight_decay=WD_MLP, epochs=S["adv_epochs"],
+                                                  seed=seed, loss="pgd-mix", adv_norm="l2",
+                                                  adv_eps=1.5, adv_steps=5), full)]
+    return out
 
 
 def targets(model, x, rule: str = "runner-up", seed: int = 0) -> torch.Tensor:

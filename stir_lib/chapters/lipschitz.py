@@ -27,6 +27,7 @@ from .blind_spots import mlp_config, targeted_attack
 from .units import convnet_config
 
 __all__ = ["RULES", "PRESETS", "settings", "load_data", "networks", "convnet", "runner_up_attack",
+           "model_jobs",
            "SZEGEDY_T5", "SOURCES", "s7_first_layer", "s7_alexnet", "stages", "gain_ratios"]
 
 PRESETS = {
@@ -79,6 +80,27 @@ def networks(S, D, seed: int, device=None) -> dict:
         "FC200-200-10": trained_model("fc200-200-10", *D["train"],
                                       mlp_config(S["mlp_epochs"], seed), device=dev).model,
     }
+
+
+def model_jobs(scale: str, seed: int = 0, **overrides) -> list:
+    """The models the notebook uses at ``scale`` from its ``seed``, as
+    :class:`~stir_lib.jobs.Train` jobs for the cost model to count: :func:`networks` and the
+    conv nets of seeds ``seed + 1`` and ``seed + 2`` (S7's first-layer test). Several are
+    the units and blind-spots chapters' models (the same configuration and data: one cache
+    entry); the training sets are described by their sizes (see
+    :func:`stir_lib.chapters.blind_spots.model_jobs`)."""
+    from ..jobs import Data, Train
+
+    S = settings(scale, **overrides)
+    train = Data("mnist", "train", n=S["n_train"], seed=seed)
+    adv_train = Data("mnist", "train", n=S["n_adv_train"], seed=seed)
+    adv = TrainConfig(epochs=S["adv_epochs"], seed=seed, loss="pgd-at", adv_norm="l2",
+                      adv_eps=1.5, adv_steps=3)
+    return [*(Train("convnet", convnet_config(S["epochs"], s), train, label=f"convnet seed {s}")
+              for s in (seed, seed + 1, seed + 2)),
+            Train("convnet", adv, adv_train, label="convnet, adversarially trained"),
+            Train("fc100-100-10", mlp_config(S["mlp_epochs"], seed), train),
+            Train("fc200-200-10", mlp_config(S["mlp_epochs"], seed), train)]
 
 
 def stages(model) -> list[tuple[str, object]]:

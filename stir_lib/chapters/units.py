@@ -18,7 +18,8 @@ from ..training import TrainConfig, trained_model
 from .rounds import PREVIOUS_BUILD, ROUND
 from ..verdicts import Estimate, RuleRecord, Verdict, equivalence_rule, not_tested, rule_records
 
-__all__ = ["RULES", "PRESETS", "settings", "convnet_config", "load_data", "networks", "SOURCES",
+__all__ = ["RULES", "PRESETS", "settings", "convnet_config", "load_data", "networks", "model_jobs",
+           "SOURCES",
            "s1_units_vs_random", "JUDGE_SEED_OFFSET", "top_images", "label_purity"]
 
 PRESETS = {
@@ -64,6 +65,19 @@ def networks(S, D, seed: int, device=None) -> tuple[list, object]:
     judge = trained_model("convnet", x, y, convnet_config(S["epochs"], seed + JUDGE_SEED_OFFSET),
                           device=dev).model
     return nets, judge
+
+
+def model_jobs(scale: str, seed: int = 0, **overrides) -> list:
+    """The conv nets the notebook trains at ``scale`` from its ``seed`` (:func:`networks`:
+    the scored nets and the judge), as :class:`~stir_lib.jobs.Train` jobs for the cost
+    model to count; the training set is described by its size (see
+    :func:`stir_lib.chapters.blind_spots.model_jobs`)."""
+    from ..jobs import Data, Train
+
+    S = settings(scale, **overrides)
+    data = Data("mnist", "train", n=S["n_train"], seed=seed)
+    return [Train("convnet", convnet_config(S["epochs"], s), data, label=f"convnet seed {s}")
+            for s in (*(seed + i for i in range(S["n_nets"])), seed + JUDGE_SEED_OFFSET)]
 
 
 def top_images(phi, directions, k: int):
