@@ -40,21 +40,15 @@ ORDER = ("stir_pairs", "stir_layers", "stir_losses", "blind_spots", "units_vs_ra
          "lipschitz", "transfer")
 
 
-def _signature(arch: str, kwargs, config) -> str:
-    """A model entry's training identity without its data: what a counted job and the
-    entry the notebook computed have in common."""
-    from stir_lib.cache import _canonical
-    return json.dumps(_canonical({"name": arch, "model_kwargs": dict(kwargs), "config": config}),
-                      sort_keys=True)
-
-
 def _model_entries(build: Path) -> dict[str, list[float]]:
     """signature -> the seconds of every model entry of the build's cache with it."""
+    from stir_lib.jobs.cost import model_signature
+
     out: dict[str, list[float]] = {}
     for meta in sorted((build / "ci-cache" / "model").glob("*/meta.json")):
         m = json.loads(meta.read_text())
         c = m["config"]
-        out.setdefault(_signature(c["name"], c["model_kwargs"], c["config"]), []).append(
+        out.setdefault(model_signature(c["name"], c["model_kwargs"], c["config"]), []).append(
             m["computed"]["seconds"])
     return out
 
@@ -84,7 +78,7 @@ def notebook_jobs(build: Path) -> dict[str, list[dict]]:
                     if j in seen:
                         continue
                     seen.add(j)
-                    found = entries.get(_signature(j.arch, j.kwargs, j.config), [])
+                    found = entries.get(cost.model_signature(j.arch, j.kwargs, j.config), [])
                     if not found:
                         raise SystemExit(f"cost_model: expected a cold build's entry for "
                                          f"{nb}'s {j.describe()} with {j.config}, found none")

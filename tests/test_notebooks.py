@@ -24,6 +24,7 @@ import pytest
 from stir_lib import cache, cluster, jobs as J
 from stir_lib.book.run import SUMMARY_PAGES
 from stir_lib.chapters import MODEL_JOBS, NOTEBOOKS as PLAN_NOTEBOOKS, PLANS
+from stir_lib.jobs.cost import model_signature
 from stir_lib.paths import toc_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,12 +45,6 @@ def entries() -> set[str]:
     return {f"{e['kind']}/{e['key']}" for e in cache.entries()}
 
 
-def _signature(name: str, kwargs, config) -> str:
-    """A trained model's identity without its data (what the cost model matches on)."""
-    return json.dumps(cache._canonical({"name": name, "model_kwargs": dict(kwargs),
-                                        "config": config}), sort_keys=True)
-
-
 def model_signatures(keys) -> Counter:
     """The signatures of the model entries among ``keys`` ("kind/key"), with multiplicity."""
     out = Counter()
@@ -57,7 +52,7 @@ def model_signatures(keys) -> Counter:
         kind, key = k.split("/", 1)
         if kind == "model":
             c = json.loads((cache.cache_root() / kind / key / "meta.json").read_text())["config"]
-            out[_signature(c["name"], c["model_kwargs"], c["config"])] += 1
+            out[model_signature(c["name"], c["model_kwargs"], c["config"])] += 1
     return out
 
 
@@ -103,7 +98,7 @@ def test_notebook_runs_at_smoke_scale(name, book_out, request):
         # the models the cost model counts for this notebook are the ones it trains: every
         # model it made is counted, and every counted one is in the cache (made here or by
         # an earlier chapter that shares it)
-        counted = Counter(_signature(j.arch, j.kwargs, j.config)
+        counted = Counter(model_signature(j.arch, j.kwargs, j.config)
                           for j in set(MODEL_JOBS[name]("smoke")))
         made = model_signatures(entries() - before)
         assert not made - counted, f"{name} trained models model_jobs does not list: {made - counted}"

@@ -73,10 +73,10 @@ def load_data(S) -> dict:
                 p2=(x_p2, y_p2))
 
 
-def table1_models(S, D, seed: int, device=None) -> dict:
-    """The six models of Table 1, trained with ``seed``."""
+def _table1_specs(S, seed: int) -> dict:
+    """label -> (registry name, TrainConfig) of Table 1's six models."""
     base = dict(epochs=S["epochs"], seed=seed)
-    specs = {
+    return {
         "FC10(1e-4)": ("fc10", TrainConfig(weight_decay=1e-4, **base)),
         "FC10(1e-2)": ("fc10", TrainConfig(weight_decay=1e-2, **base)),
         "FC10(1)": ("fc10", TrainConfig(weight_decay=1.0, **base)),
@@ -85,36 +85,51 @@ def table1_models(S, D, seed: int, device=None) -> dict:
         "AE400-10": ("ae400-10", TrainConfig(weight_decay=1e-5, autoencoder_epochs=S["ae_epochs"],
                                              **base)),
     }
+
+
+def _half_specs(S, seed: int) -> dict:
+    """label -> (registry name, TrainConfig, half) of Table 3's three models."""
+    cfg = mlp_config(S["epochs"], seed)
+    return {"FC100-100-10 (P1)": ("fc100-100-10", cfg, "p1"),
+            "FC123-456-10 (P1)": ("fc123-456-10", cfg, "p1"),
+            "FC100-100-10' (P2)": ("fc100-100-10", cfg, "p2")}
+
+
+def _s6_specs(S, seed: int) -> dict:
+    """label -> (registry name, TrainConfig) of S6's two FC100-100-10s."""
+    adv = TrainConfig(weight_decay=WD_MLP, epochs=S["adv_epochs"], seed=seed, loss="pgd-mix",
+                      adv_norm="l2", adv_eps=1.5, adv_steps=5)
+    return {"weight decay only": ("fc100-100-10", mlp_config(S["adv_epochs"], seed)),
+            "half adversarial batches": ("fc100-100-10", adv)}
+
+
+def table1_models(S, D, seed: int, device=None) -> dict:
+    """The six models of Table 1, trained with ``seed``."""
     x, y = D["train"]
     return {label: trained_model(name, x, y, cfg, device=device).model
-            for label, (name, cfg) in specs.items()}
+            for label, (name, cfg) in _table1_specs(S, seed).items()}
 
 
 def half_models(S, D, seed: int, device=None) -> dict:
     """Table 3's models: FC100-100-10 and FC123-456-10 on P1, FC100-100-10' on P2."""
-    cfg = mlp_config(S["epochs"], seed)
-    return {"FC100-100-10 (P1)": trained_model("fc100-100-10", *D["p1"], cfg, device=device).model,
-            "FC123-456-10 (P1)": trained_model("fc123-456-10", *D["p1"], cfg, device=device).model,
-            "FC100-100-10' (P2)": trained_model("fc100-100-10", *D["p2"], cfg, device=device).model}
+    return {label: trained_model(name, *D[half], cfg, device=device).model
+            for label, (name, cfg, half) in _half_specs(S, seed).items()}
 
 
 def s6_models(S, D, seed: int, device=None) -> dict:
     """S6: FC100-100-10 with weight decay only, and with half of each batch L2-PGD
     adversarial (radius 1.5, 5 steps, regenerated at every step), same epochs."""
-    adv = TrainConfig(weight_decay=WD_MLP, epochs=S["adv_epochs"], seed=seed, loss="pgd-mix",
-                      adv_norm="l2", adv_eps=1.5, adv_steps=5)
-    std = mlp_config(S["adv_epochs"], seed)
     x, y = D["train"]
-    return {"weight decay only": trained_model("fc100-100-10", x, y, std, device=device).model,
-            "half adversarial batches": trained_model("fc100-100-10", x, y, adv,
-                                                      device=device).model}
+    return {label: trained_model(name, x, y, cfg, device=device).model
+            for label, (name, cfg) in _s6_specs(S, seed).items()}
 
 
 def model_jobs(scale: str, **overrides) -> list:
     """The models the notebook trains at ``scale`` (its default parameters), as
-    :class:`~stir_lib.jobs.Train` jobs for the cost model to count (``run plan`` and
-    ``benchmarks/cost_model.py``): per seed Table 1's six, Table 3's three on the halves and
-    S6's two. Their data are described by size only (the halves P1 and P2 are not a
+    :class:`~stir_lib.jobs.Train` jobs for the cost model to count (``benchmarks/cost_model.py``),
+    from the same specifications as :func:`table1_models`, :func:`half_models` and
+    :func:`s6_models`: per seed Table 1's six, Table 3's three on the halves and S6's two.
+    Their data are described by size only (the halves P1 and P2 are not a
     :class:`~stir_lib.jobs.Data` subset), so the jobs count the work but do not key the
     notebook's cache entries; ``tests/test_notebooks.py`` checks that the smoke run trains
     exactly these configurations."""
@@ -124,23 +139,14 @@ def model_jobs(scale: str, **overrides) -> list:
     n = S["n_train"]
     full = Data("mnist", "train", n=n, seed=0)
     # P1 and P2: two sets of the halves' size (seeds 1 and 2 only keep them apart)
-    p1, p2 = (Data("mnist", "train", n=n // 2 if n else 30000, seed=k) for k in (1, 2))
+    halves = {h: Data("mnist", "train", n=n // 2 if n else 30000, seed=k)
+              for k, h in ((1, "p1"), (2, "p2"))}
     out = []
     for seed in S["seeds"]:
-        base = dict(epochs=S["epochs"], seed=seed)
-        out += [Train("fc10", TrainConfig(weight_decay=wd, **base), full, label=f"FC10({wd:g})")
-                for wd in (1e-4, 1e-2, 1.0)]
-        out += [Train("fc100-100-10", mlp_config(**base), full),
-                Train("fc200-200-10", mlp_config(**base), full),
-                Train("ae400-10", TrainConfig(weight_decay=1e-5, autoencoder_epochs=S["ae_epochs"],
-                                              **base), full)]
-        out += [Train(a, mlp_config(**base), d, label=f"{a} ({h})")
-                for a, d, h in (("fc100-100-10", p1, "P1"), ("fc123-456-10", p1, "P1"),
-                                ("fc100-100-10", p2, "P2"))]
-        out += [Train("fc100-100-10", mlp_config(S["adv_epochs"], seed), full),
-                Train("fc100-100-10", TrainConfig(weight_decay=WD_MLP, epochs=S["adv_epochs"],
-                                                  seed=seed, loss="pgd-mix", adv_norm="l2",
-                                                  adv_eps=1.5, adv_steps=5), full)]
+        out += [Train(name, cfg, full, label=label)
+                for label, (name, cfg) in {**_table1_specs(S, seed), **_s6_specs(S, seed)}.items()]
+        out += [Train(name, cfg, halves[half], label=label)
+                for label, (name, cfg, half) in _half_specs(S, seed).items()]
     return out
 
 

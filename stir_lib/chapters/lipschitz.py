@@ -65,12 +65,17 @@ def convnet(S, D, seed: int, device=None):
                          device=resolve_device(device)).model
 
 
+def _adversarial_config(S, seed: int) -> TrainConfig:
+    """The adversarially trained conv net's recipe: L2 PGD, radius 1.5, 3 steps."""
+    return TrainConfig(epochs=S["adv_epochs"], seed=seed, loss="pgd-at", adv_norm="l2",
+                       adv_eps=1.5, adv_steps=3)
+
+
 def networks(S, D, seed: int, device=None) -> dict:
     """The four networks of the chapter: the conv net, the same adversarially trained (L2
     PGD, radius 1.5, 3 steps), and the blind-spots chapter's FC100-100-10 and FC200-200-10."""
     dev = resolve_device(device)
-    adv = TrainConfig(epochs=S["adv_epochs"], seed=seed, loss="pgd-at", adv_norm="l2",
-                      adv_eps=1.5, adv_steps=3)
+    adv = _adversarial_config(S, seed)
     return {
         "convnet": convnet(S, D, seed, dev),
         "convnet, adversarially trained": trained_model("convnet", *D["adv_train"], adv,
@@ -94,8 +99,7 @@ def model_jobs(scale: str, seed: int = 0, **overrides) -> list:
     S = settings(scale, **overrides)
     train = Data("mnist", "train", n=S["n_train"], seed=seed)
     adv_train = Data("mnist", "train", n=S["n_adv_train"], seed=seed)
-    adv = TrainConfig(epochs=S["adv_epochs"], seed=seed, loss="pgd-at", adv_norm="l2",
-                      adv_eps=1.5, adv_steps=3)
+    adv = _adversarial_config(S, seed)
     return [*(Train("convnet", convnet_config(S["epochs"], s), train, label=f"convnet seed {s}")
               for s in (seed, seed + 1, seed + 2)),
             Train("convnet", adv, adv_train, label="convnet, adversarially trained"),

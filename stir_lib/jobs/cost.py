@@ -25,7 +25,8 @@ from torch import nn
 
 from ..models import create_model
 
-__all__ = ["family", "work", "fit", "seconds", "predict_seconds", "total_seconds", "FAMILIES"]
+__all__ = ["family", "work", "fit", "seconds", "predict_seconds", "total_seconds", "FAMILIES",
+           "model_signature"]
 
 FAMILIES = ("model/dense", "model/conv", "inversion/dense", "inversion/conv",
             "transfer/fine-tune", "transfer/fixed-feature")
@@ -46,6 +47,19 @@ def family(job) -> str | None:
         return None
     conv = _convolves(model.arch, tuple(model.kwargs))
     return f"{job.kind}/{'conv' if conv else 'dense'}"
+
+
+def model_signature(arch: str, kwargs, config) -> str:
+    """A trained model's identity without its data: registry name, keyword arguments and
+    training configuration, as JSON. A model entry's ``meta.json`` records all three, so a
+    counted :class:`~stir_lib.jobs.Train` whose data are described by size only (the Szegedy
+    chapters' ``model_jobs``) finds the entry its notebook computed by this."""
+    import json
+
+    from ..cache import _canonical
+
+    return json.dumps(_canonical({"name": arch, "model_kwargs": dict(kwargs), "config": config}),
+                      sort_keys=True)
 
 
 def work(job) -> tuple[float, int]:
