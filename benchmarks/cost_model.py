@@ -20,8 +20,14 @@ notebook's own jobs left out of the fit (leave one notebook out: an out-of-sampl
 notebook that runs first in its lane for a job two notebooks share, plus the fixed
 seconds of a notebook's own code) beside the measured wall time and their ratio.
 
-For the Szegedy chapters the model counts their training only: their L-BFGS attacks,
-spectral norms and noise tests are the rest of the notebook's own time (``compare`` shows it).
+For the Szegedy chapters the model counts their training and their L-BFGS attacks
+(``chapters.ATTACK_JOBS``). The notebooks cache no attack, so ``time-attacks`` times each
+listed attack on one thread on its model from the build's cache (MNIST test images it
+classifies correctly, towards their runner-up classes) and writes ``attack-times.json``
+beside the cache, which ``calibrate`` fits; their other computations (spectral norms, noise
+tests) are the rest of the notebook's own time.
+
+    STIR_THREADS=1 .venv/bin/python benchmarks/cost_model.py time-attacks --build CLONE/_build
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ def notebook_jobs(build: Path) -> dict[str, list[dict]]:
     family, counted work and measured seconds (from the entry's meta.json)."""
     from stir_lib import jobs as J
     from stir_lib.cache import memoized_fingerprints
-    from stir_lib.chapters import MODEL_JOBS, NOTEBOOKS, PLANS
+    from stir_lib.chapters import ATTACK_JOBS, MODEL_JOBS, NOTEBOOKS, PLANS
     from stir_lib.jobs import cost
 
     chapter_of = {nb: c for c, nbs in NOTEBOOKS.items() for nb in nbs}
@@ -85,6 +91,16 @@ def notebook_jobs(build: Path) -> dict[str, list[dict]]:
                     flops, calls = cost.work(j)
                     rows.append({"family": cost.family(j), "flops": flops, "calls": calls,
                                  "seconds": found.pop(0), "job": j.describe()})
+                timed = build / "attack-times.json"
+                if nb in ATTACK_JOBS and timed.exists():   # written by time-attacks
+                    times = [t for t in json.loads(timed.read_text()) if t["notebook"] == nb]
+                    attacks = ATTACK_JOBS[nb]("ci")
+                    if [t["label"] for t in times] != [a.label for a in attacks]:
+                        raise SystemExit(f"cost_model: {timed} does not list {nb}'s attacks "
+                                         f"as the chapter does now; run time-attacks again")
+                    rows += [{"family": cost.family(a), "flops": a.flops(), "calls": a.calls(),
+                              "seconds": t["seconds"], "job": a.describe()}
+                             for a, t in zip(attacks, times)]
                 out[nb] = rows
                 continue
             for wave in J.levels(PLANS[chapter_of[nb]]("ci", notebooks=(nb,))):
@@ -107,6 +123,58 @@ def notebook_jobs(build: Path) -> dict[str, list[dict]]:
                                  "job": j.describe()})
             out[nb] = rows
     return out
+
+
+def time_attacks(build: Path) -> None:
+    """Time every attack of ``chapters.ATTACK_JOBS`` at ci scale, on one thread (as the
+    build's lanes run; ``STIR_THREADS=1``), on its model from the
+    build's cache (the entry of the same configuration) and the first ``n`` correctly
+    classified MNIST test images, towards their runner-up classes (the chapters' rule);
+    write ``attack-times.json`` into the build folder for ``calibrate``."""
+    import time
+
+    import torch
+
+    from stir_lib import cache, data
+    from stir_lib.attacks import lbfgs_min_distortion, predict
+    from stir_lib.chapters import ATTACK_JOBS
+    from stir_lib.chapters.blind_spots import targets
+    from stir_lib.jobs.cost import model_signature
+    from stir_lib.models import create_model
+
+    if os.environ.get("STIR_THREADS") != "1":    # the library's loops follow STIR_THREADS
+        raise SystemExit("time-attacks: expected STIR_THREADS=1 (one thread, as in the build's "
+                         f"lanes), got {os.environ.get('STIR_THREADS')!r}; run it as "
+                         "STIR_THREADS=1 .venv/bin/python benchmarks/cost_model.py time-attacks ...")
+    torch.set_num_threads(1)
+    keys: dict[str, str] = {}
+    for meta in (build / "ci-cache" / "model").glob("*/meta.json"):
+        c = json.loads(meta.read_text())["config"]
+        keys.setdefault(model_signature(c["name"], c["model_kwargs"], c["config"]),
+                        meta.parent.name)
+    x_test, y_test = data.mnist("test")
+    out = []
+    for nb, attacks in ATTACK_JOBS.items():
+        for a in attacks("ci"):
+            sig = model_signature(a.model.arch, a.model.kwargs, a.model.config)
+            if sig not in keys:
+                raise SystemExit(f"time-attacks: expected the build's entry for {a.describe()}, "
+                                 f"found none; build the book at ci scale first")
+            model = create_model(a.model.arch, **dict(a.model.kwargs))
+            model.load_state_dict(cache.load_entry("model", keys[sig])["state"])
+            model.eval()
+            ok = predict(model, x_test) == y_test
+            x = x_test[ok][:a.n]
+            t0 = time.perf_counter()
+            r = lbfgs_min_distortion(model, x, targets(model, x), search_steps=a.search_steps,
+                                     max_iter=a.max_iter, loss=a.loss, progress=False)
+            seconds = time.perf_counter() - t0
+            out.append({"notebook": nb, "label": a.label, "seconds": round(seconds, 2),
+                        "evaluations": r.evaluations})
+            print(f"{nb:12s} {a.describe():70s} {seconds:7.1f} s {r.evaluations:6d} evaluations",
+                  flush=True)
+    (build / "attack-times.json").write_text(json.dumps(out, indent=1))
+    print(f"wrote {build / 'attack-times.json'}")
 
 
 def _predict(rows, rates) -> float:
@@ -193,7 +261,7 @@ def compare(build: Path) -> None:
 
     by_nb = notebook_jobs(build)
     timings = json.loads((build / "executed" / "timings.json").read_text())
-    from stir_lib.chapters import MODEL_JOBS
+    from stir_lib.chapters import ATTACK_JOBS, MODEL_JOBS
 
     print(f"calibration: build {calibration.BUILD} of {calibration.DATE}")
     print(f"{'notebook':18s} {'predicted s':>11s} {'measured s':>10s} {'ratio':>6s} "
@@ -203,8 +271,9 @@ def compare(build: Path) -> None:
             jobs_p = _predict(by_nb[nb], calibration.RATES)
             jobs_m = sum(r["seconds"] for r in by_nb[nb])
             p = jobs_p + calibration.NOTEBOOK_SECONDS
-            note = ("  (models only: the notebook's attacks and tests are not counted)"
-                    if nb in MODEL_JOBS else "")
+            note = ("" if nb not in MODEL_JOBS else
+                    "  (models and L-BFGS attacks; its other tests are not counted)"
+                    if nb in ATTACK_JOBS else "  (models; its other computations are not counted)")
             print(f"{nb:18s} {p:11.0f} {t['seconds']:10.0f} {p / t['seconds']:6.2f} "
                   f"{jobs_p:10.0f} {jobs_m:10.0f}{note}")
         else:
@@ -213,7 +282,7 @@ def compare(build: Path) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=("calibrate", "compare"))
+    ap.add_argument("command", choices=("calibrate", "compare", "time-attacks"))
     ap.add_argument("--build", type=Path, required=True,
                     help="the _build folder of a cold ci build (ci-cache, ci-data, executed/)")
     ap.add_argument("--write", action="store_true", help="calibrate: store the fitted rates")
@@ -221,7 +290,10 @@ def main(argv=None) -> None:
     if not (a.build / "ci-cache").is_dir():
         raise SystemExit(f"cost_model: expected a build folder with ci-cache/, got {a.build}")
     _setup(a.build.resolve())
-    calibrate(a.build, a.write) if a.command == "calibrate" else compare(a.build)
+    if a.command == "time-attacks":
+        time_attacks(a.build)
+    else:
+        calibrate(a.build, a.write) if a.command == "calibrate" else compare(a.build)
 
 
 if __name__ == "__main__":

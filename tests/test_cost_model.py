@@ -140,3 +140,27 @@ def test_the_szegedy_chapters_list_the_models_their_notebooks_train():
     j = b[0]
     longer = J.Train(j.arch, dataclasses.replace(j.config, epochs=2 * j.config.epochs), j.data)
     assert longer.flops() == pytest.approx(2 * j.flops()) and longer.calls() == 2 * j.calls()
+
+
+def test_the_szegedy_attacks_are_counted_per_solve_and_image():
+    """chapters.ATTACK_JOBS at ci: blind spots attacks Table 1's six and Table 3's three
+    models per seed and seed 0's FC100-100-10 once more with the cross-entropy; Lipschitz
+    each of its six models once. An attack's work is n images x solves x iterations, at 4
+    FLOPs per MAC (float64 forward and input backward), its passes one per batch of 1,000."""
+    from stir_lib.chapters import ATTACK_JOBS
+    from stir_lib.chapters import blind_spots as B, lipschitz as L
+    from stir_lib.jobs.base import macs_per_example
+
+    b, lip = ATTACK_JOBS["blind_spots"]("ci"), ATTACK_JOBS["lipschitz"]("ci")
+    S = B.settings("ci")
+    assert len(b) == 9 * len(S["seeds"]) + 1
+    assert [a.loss for a in b].count("ce") == 1
+    assert {a.n for a in b} == {S["n_attack"]} and {a.search_steps for a in b} == {S["search_steps"]}
+    assert {a.model for a in lip} == set(L.model_jobs("ci"))
+    assert {cost.family(a) for a in b + lip} == {"attack/lbfgs"}
+    a = lip[0]
+    SL = L.settings("ci")
+    assert a.calls() == SL["search_steps"] * SL["max_iter"]          # 100 images: one batch
+    assert a.flops() == 4.0 * macs_per_example("convnet") * SL["n_probe"] * a.calls()
+    two = dataclasses.replace(a, n=1500)
+    assert two.calls() == 2 * a.calls() and two.flops() == pytest.approx(15 * a.flops())

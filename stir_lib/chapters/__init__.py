@@ -45,6 +45,8 @@ NOTEBOOK_MODULE = {"blind_spots": "blind_spots", "units_vs_random": "units",
 # blind_spots.model_jobs)
 MODEL_JOBS = {"blind_spots": _blind_spots.model_jobs, "units_vs_random": _units.model_jobs,
               "lipschitz": _lipschitz.model_jobs}
+# ... and the L-BFGS attacks they make (stir_lib.jobs.cost.Attack), to count
+ATTACK_JOBS = {"blind_spots": _blind_spots.attack_jobs, "lipschitz": _lipschitz.attack_jobs}
 
 CHAPTER_MODULES = ("blind_spots", "units", "lipschitz", "stir", "transfer")
 
@@ -63,5 +65,5 @@ def rules() -> dict:
     return out
 
 
-__all__ = ["PLANS", "NOTEBOOKS", "NOTEBOOK_MODULE", "MODEL_JOBS", "ROUND", "PREVIOUS_BUILD",
+__all__ = ["PLANS", "NOTEBOOKS", "NOTEBOOK_MODULE", "MODEL_JOBS", "ATTACK_JOBS", "ROUND", "PREVIOUS_BUILD",
            "CHAPTER_MODULES", "rules"]

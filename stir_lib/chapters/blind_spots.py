@@ -25,7 +25,7 @@ from ..verdicts import (RANK, Estimate, RuleRecord, Verdict, at_most_rule, effec
                         not_tested, rule_records)
 
 __all__ = ["RULES", "PRESETS", "settings", "load_data", "mlp_config", "table1_models", "half_models",
-           "s6_models", "model_jobs", "targets", "targeted_attack", "attack", "attack_pool", "error", "cross_table", "table4",
+           "s6_models", "model_jobs", "attack_jobs", "targets", "targeted_attack", "attack", "attack_pool", "error", "cross_table", "table4",
            "disjoint_excess", "DISJOINT", "WD_MLP",
            "SZEGEDY_MODELS", "SZEGEDY_T1", "SZEGEDY_T2", "SZEGEDY_T3", "SZEGEDY_T4", "SZEGEDY_S6",
            "t2_off_diagonal", "t2_noise", "t2_transfer_effect", "t4_disjoint",
@@ -148,6 +148,24 @@ def model_jobs(scale: str, **overrides) -> list:
         out += [Train(name, cfg, halves[half], label=label)
                 for label, (name, cfg, half) in _half_specs(S, seed).items()]
     return out
+
+
+def attack_jobs(scale: str, **overrides) -> list:
+    """The L-BFGS attacks the notebook makes at ``scale``, as
+    :class:`~stir_lib.jobs.cost.Attack` descriptions for the cost model to count: per seed
+    :func:`attack_pool` on Table 1's six and Table 3's three models (``n_attack`` images
+    each), and the cross-entropy attack on seed 0's FC100-100-10."""
+    from ..jobs.cost import Attack
+
+    S = settings(scale, **overrides)
+    by_label = {}
+    for j in model_jobs(scale, **overrides):
+        by_label.setdefault((j.config.seed, j.label), j)
+    k = dict(n=S["n_attack"], search_steps=S["search_steps"], max_iter=S["max_iter"])
+    out = [Attack(by_label[(seed, label)], label=label, **k) for seed in S["seeds"]
+           for label in (*_table1_specs(S, seed), *_half_specs(S, seed))]
+    return out + [Attack(by_label[(S["seeds"][0], "FC100-100-10")], loss="ce",
+                         label="FC100-100-10 (cross-entropy)", **k)]
 
 
 def targets(model, x, rule: str = "runner-up", seed: int = 0) -> torch.Tensor:

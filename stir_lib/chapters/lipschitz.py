@@ -27,7 +27,7 @@ from .blind_spots import mlp_config, targeted_attack
 from .units import convnet_config
 
 __all__ = ["RULES", "PRESETS", "settings", "load_data", "networks", "convnet", "runner_up_attack",
-           "model_jobs",
+           "model_jobs", "attack_jobs",
            "SZEGEDY_T5", "SOURCES", "s7_first_layer", "s7_alexnet", "stages", "gain_ratios"]
 
 PRESETS = {
@@ -105,6 +105,17 @@ def model_jobs(scale: str, seed: int = 0, **overrides) -> list:
             Train("convnet", adv, adv_train, label="convnet, adversarially trained"),
             Train("fc100-100-10", mlp_config(S["mlp_epochs"], seed), train),
             Train("fc200-200-10", mlp_config(S["mlp_epochs"], seed), train)]
+
+
+def attack_jobs(scale: str, seed: int = 0, **overrides) -> list:
+    """The notebook's L-BFGS attacks at ``scale`` (:func:`runner_up_attack` on ``n_probe``
+    test images): on the four :func:`networks` and on the conv nets of seeds ``seed + 1``
+    and ``seed + 2``, as :class:`~stir_lib.jobs.cost.Attack` descriptions to count."""
+    from ..jobs.cost import Attack
+
+    S = settings(scale, **overrides)
+    return [Attack(j, S["n_probe"], S["search_steps"], S["max_iter"], label=j.label or j.arch)
+            for j in model_jobs(scale, seed, **overrides)]     # each model is attacked once
 
 
 def stages(model) -> list[tuple[str, object]]:

@@ -12,6 +12,7 @@ MACHINE = 'x86_64, 2 cores'
 # and the number of jobs the fit saw (an infinite rate: the fit puts the family's
 # time on its passes alone)
 RATES = {
+    'attack/lbfgs': {"flops_per_second": 1.527e+10, "seconds_per_call": 0, "jobs": 34},
     'inversion/conv': {"flops_per_second": 6.105e+10, "seconds_per_call": 0.006246, "jobs": 36},
     'inversion/dense': {"flops_per_second": 8.636e+10, "seconds_per_call": 0.0004091, "jobs": 81},
     'model/conv': {"flops_per_second": 1.211e+11, "seconds_per_call": 0.0102, "jobs": 17},

@@ -18,6 +18,7 @@ time on the calibration machine.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -26,10 +27,46 @@ from torch import nn
 from ..models import create_model
 
 __all__ = ["family", "work", "fit", "seconds", "predict_seconds", "total_seconds", "FAMILIES",
-           "model_signature"]
+           "model_signature", "Attack"]
 
 FAMILIES = ("model/dense", "model/conv", "inversion/dense", "inversion/conv",
-            "transfer/fine-tune", "transfer/fixed-feature")
+            "transfer/fine-tune", "transfer/fixed-feature", "attack/lbfgs")
+
+
+@dataclass(frozen=True)
+class Attack:
+    """The work of one minimum-distortion L-BFGS attack
+    (:func:`stir_lib.attacks.lbfgs_min_distortion`) of ``model`` (a
+    :class:`~stir_lib.jobs.Train`) on ``n`` images, for the cost model to count: the Szegedy
+    chapters attack inside their notebooks and cache no attack, so this is a description,
+    not a job a plan runs. Counted as if every solve of the ``search_steps`` of the c search
+    made ``max_iter`` evaluations, each a float64 forward pass and a backward pass for the
+    input (4 FLOPs per MAC) over a batch of up to ``batch_size`` images; the fitted rate
+    absorbs how many the solves really make (line searches add some, early stops remove
+    some)."""
+
+    model: object
+    n: int
+    search_steps: int
+    max_iter: int
+    batch_size: int = 1000
+    loss: str = "margin"
+    label: str = field(default="", compare=False)
+
+    kind = "attack"
+
+    def calls(self) -> int:
+        return -(-self.n // self.batch_size) * self.search_steps * self.max_iter
+
+    def flops(self) -> float:
+        from .base import macs_per_example
+
+        return (4.0 * macs_per_example(self.model.arch, tuple(self.model.kwargs)) * self.n
+                * self.search_steps * self.max_iter)
+
+    def describe(self) -> str:
+        return (f"attack {self.label or self.model.arch}: L-BFGS ({self.loss}), {self.n} images, "
+                f"{self.search_steps} solves of <= {self.max_iter} iterations")
 
 
 @lru_cache(maxsize=256)
@@ -42,6 +79,8 @@ def family(job) -> str | None:
     nothing of its own (a snapshot is read from its run's entry)."""
     if job.kind == "transfer":
         return f"transfer/{job.mode}"
+    if job.kind == "attack":
+        return "attack/lbfgs"
     model = job if job.kind == "model" else getattr(job, "model", None)
     if model is None or not hasattr(model, "arch") or job.calls() == 0:
         return None
