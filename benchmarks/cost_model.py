@@ -46,16 +46,16 @@ ORDER = ("stir_pairs", "stir_layers", "stir_losses", "blind_spots", "units_vs_ra
          "lipschitz", "transfer")
 
 
-def _model_entries(build: Path) -> dict[str, list[float]]:
-    """signature -> the seconds of every model entry of the build's cache with it."""
+def _model_entries(build: Path) -> dict[str, list[tuple[str, float]]]:
+    """signature -> (key, seconds) of every model entry of the build's cache with it."""
     from stir_lib.jobs.cost import model_signature
 
-    out: dict[str, list[float]] = {}
+    out: dict[str, list[tuple[str, float]]] = {}
     for meta in sorted((build / "ci-cache" / "model").glob("*/meta.json")):
         m = json.loads(meta.read_text())
         c = m["config"]
         out.setdefault(model_signature(c["name"], c["model_kwargs"], c["config"]), []).append(
-            m["computed"]["seconds"])
+            (meta.parent.name, m["computed"]["seconds"]))
     return out
 
 
@@ -90,7 +90,7 @@ def notebook_jobs(build: Path) -> dict[str, list[dict]]:
                                          f"{nb}'s {j.describe()} with {j.config}, found none")
                     flops, calls = cost.work(j)
                     rows.append({"family": cost.family(j), "flops": flops, "calls": calls,
-                                 "seconds": found.pop(0), "job": j.describe()})
+                                 "seconds": found.pop(0)[1], "job": j.describe()})
                 timed = build / "attack-times.json"
                 if nb in ATTACK_JOBS and timed.exists():   # written by time-attacks
                     times = [t for t in json.loads(timed.read_text()) if t["notebook"] == nb]
@@ -147,21 +147,17 @@ def time_attacks(build: Path) -> None:
                          f"lanes), got {os.environ.get('STIR_THREADS')!r}; run it as "
                          "STIR_THREADS=1 .venv/bin/python benchmarks/cost_model.py time-attacks ...")
     torch.set_num_threads(1)
-    keys: dict[str, str] = {}
-    for meta in (build / "ci-cache" / "model").glob("*/meta.json"):
-        c = json.loads(meta.read_text())["config"]
-        keys.setdefault(model_signature(c["name"], c["model_kwargs"], c["config"]),
-                        meta.parent.name)
+    entries = _model_entries(build)
     x_test, y_test = data.mnist("test")
     out = []
     for nb, attacks in ATTACK_JOBS.items():
         for a in attacks("ci"):
             sig = model_signature(a.model.arch, a.model.kwargs, a.model.config)
-            if sig not in keys:
+            if sig not in entries:
                 raise SystemExit(f"time-attacks: expected the build's entry for {a.describe()}, "
                                  f"found none; build the book at ci scale first")
             model = create_model(a.model.arch, **dict(a.model.kwargs))
-            model.load_state_dict(cache.load_entry("model", keys[sig])["state"])
+            model.load_state_dict(cache.load_entry("model", entries[sig][0][0])["state"])
             model.eval()
             ok = predict(model, x_test) == y_test
             x = x_test[ok][:a.n]
