@@ -5,9 +5,10 @@ the build and results folders in a temporary directory and the session's tempora
 cache. Chapters must also leave a results file with at least one well-formed claim.
 
 The chapters with a plan of jobs (STIR and transfer) run on entries computed beforehand by
-``cluster.warm`` with two local workers (what ``run warm --executor local`` does): their
-notebooks must find every entry they need and create none, so a plan that misses what a
-notebook computes fails here. Deselect with ``-m "not smoke"``.
+``cluster.warm``: their notebooks must find every entry they need and create none, so a plan
+that misses what a notebook computes fails here. The warm runs in this process (the "debug"
+executor, 13 s); two local workers spend 40 s of the same two cores on starting a process per
+wave, and tests/test_cluster.py tests those. Deselect with ``-m "not smoke"``.
 """
 
 from __future__ import annotations
@@ -58,10 +59,10 @@ def model_signatures(keys) -> Counter:
 
 @pytest.fixture(scope="module")
 def warmed_plans(tmp_path_factory):
-    """The STIR and transfer smoke plans, computed into the session's cache by two workers."""
+    """The STIR and transfer smoke plans, computed into the session's cache in this process."""
     plan = [job for make_plan in PLANS.values() for job in make_plan("smoke")]
-    report = cluster.warm(plan, executor="local", workers=2, folder=tmp_path_factory.mktemp("jobs"),
-                          progress=False, poll=0.5)
+    report = cluster.warm(plan, executor="debug", folder=tmp_path_factory.mktemp("jobs"),
+                          progress=False)
     assert report.ok, report.failed
     assert not J.missing(plan)
     have = entries()
@@ -86,11 +87,14 @@ def test_notebook_runs_at_smoke_scale(name, book_out, request):
     env = {**os.environ, "STIR_ROOT": str(ROOT), "STIR_BUILD": str(build),
            "STIR_RESULTS": str(results), "STIR_PROGRESS": "0"}
     assert env.get("STIR_CACHE"), "conftest should point STIR_CACHE at a temporary folder"
+    # --no-summary: each page runs once (the summary pages are parameters of this test too)
     proc = subprocess.run([sys.executable, "-m", "stir_lib.book.run", "execute", "--scale", "smoke",
-                           name], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=1500)
+                           "--no-summary", name], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1500)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert (build / "executed" / "notebooks" / f"{name}.ipynb").exists()
+    assert f"[run] {name}: done" in proc.stdout
+    assert sum(f"[run] {page}: done" in proc.stdout for page in NOTEBOOKS) == 1, proc.stdout
     if name in PLANNED:
         made = entries() - before
         assert not made, f"{name} computed entries its plan does not list: {sorted(made)}"

@@ -46,25 +46,35 @@ def write_tiny_cifar10(root: Path) -> Path:
     return root
 
 
-def execute(name: str, tmp_path: Path, **params) -> subprocess.CompletedProcess:
-    """``python -m stir_lib.book.run execute --scale paper name -p key=value ...`` in tmp_path."""
+def execute(name: str | list[str], tmp_path: Path, **params) -> subprocess.CompletedProcess:
+    """``python -m stir_lib.book.run execute --scale paper --no-summary name... -p key=value ...``
+    in tmp_path (the summary pages have their own smoke test)."""
     env = {**os.environ, "STIR_ROOT": str(ROOT), "STIR_BUILD": str(tmp_path / "build"),
            "STIR_RESULTS": str(tmp_path / "results"), "STIR_PROGRESS": "0"}
-    cmd = [sys.executable, "-m", "stir_lib.book.run", "execute", "--scale", "paper", name]
+    names = [name] if isinstance(name, str) else name
+    cmd = [sys.executable, "-m", "stir_lib.book.run", "execute", "--scale", "paper",
+           "--no-summary", *names]
     for key, value in params.items():
         cmd += ["-p", f"{key}={value!r}"]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
-def run_chapter(name: str, tmp_path: Path, **params):
-    proc = execute(name, tmp_path, **params)
-    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    data = json.loads((tmp_path / "results" / f"{name}.json").read_text())
-    assert data["scale"] == "paper" and data["claims"]
-    assert {c["claim"] for c in data["claims"]} == CLAIMS[name]
-    for claim in data["claims"]:
-        assert claim["paper"] and claim["ours"] and claim["reason"], claim
-    return data
+def run_chapters(names: list[str], tmp_path: Path, **params) -> list[dict]:
+    """Execute the chapters in one run (one runner start-up, no summary pages) and return
+    their results, each checked for the chapter's claims at scale paper."""
+    proc = execute(names, tmp_path, **params)
+    assert proc.returncode == 0, f"{names} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    executed = tmp_path / "build" / "executed" / "notebooks"
+    assert {p.stem for p in executed.glob("*.ipynb")} == set(names)
+    out = []
+    for name in names:
+        data = json.loads((tmp_path / "results" / f"{name}.json").read_text())
+        assert data["scale"] == "paper" and data["claims"]
+        assert {c["claim"] for c in data["claims"]} == CLAIMS[name]
+        for claim in data["claims"]:
+            assert claim["paper"] and claim["ours"] and claim["reason"], claim
+        out.append(data)
+    return out
 
 
 @pytest.mark.smoke
@@ -83,11 +93,9 @@ def test_stir_chapters_run_at_paper_scale_on_tiny_cifar10(tmp_path):
                 loss_recipe=dict(sgd, adv_norm="linf", adv_eps=8 / 255, adv_steps=1, beta=6.0),
                 chain=dict(sizes=[32, 64, 96, 128], steps=4, n_stir=8), eval_steps=1,
                 n_eval=10)
-    claims = set()
-    for name in ("stir_pairs", "stir_layers", "stir_losses"):
-        data = run_chapter(name, tmp_path, data_root=str(root), verify_data=False, overrides=tiny)
-        claims |= {c["claim"] for c in data["claims"]}
-    assert claims == {"N1", "N2", "N3", "N4", "N5", "N6", "N7"}
+    runs = run_chapters(["stir_pairs", "stir_layers", "stir_losses"], tmp_path,
+                        data_root=str(root), verify_data=False, overrides=tiny)
+    assert {c["claim"] for data in runs for c in data["claims"]} == {f"N{i}" for i in range(1, 8)}
 
 
 @pytest.mark.smoke
@@ -101,11 +109,11 @@ def test_transfer_chapter_runs_at_paper_scale_from_robustness_checkpoints(tmp_pa
         torch.save(robustness_checkpoint(model.state_dict()), path)
         paths[eps] = str(path)
     hp = dict(lrs=[0.01], epochs=1, lr_step=None)  # lists: papermill passes tuples as strings
-    data = run_chapter("transfer", tmp_path, checkpoints=paths, arch="resnet18",
-                       data_root=str(root), verify_data=False,
-                       overrides=dict(image_size=32, coarse=16, ff=hp, ft=hp,
-                                      tasks={"cifar10": {"dataset": "cifar10"}},
-                                      coarse_tasks=["cifar10"]))
+    (data,) = run_chapters(["transfer"], tmp_path, checkpoints=paths, arch="resnet18",
+                           data_root=str(root), verify_data=False,
+                           overrides=dict(image_size=32, coarse=16, ff=hp, ft=hp,
+                                          tasks={"cifar10": {"dataset": "cifar10"}},
+                                          coarse_tasks=["cifar10"]))
     verdicts = {c["claim"]: c["verdict"] for c in data["claims"]}
     assert set(verdicts) == {"R1", "R2", "R3", "R4", "R5"}
     assert verdicts["R5"] == "not tested"            # one architecture: no widths

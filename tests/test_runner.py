@@ -176,6 +176,10 @@ def test_summary_pages_run_last_and_params_parse(tmp_path, monkeypatch):
     assert seen["names"] == ["good", "bad", "sub", "scorecard"] and seen["scale"] == "ci"
     main(["execute", "good"])  # a summary page runs whatever was selected
     assert seen["names"] == ["good", "scorecard"]
+    main(["execute", "--no-summary", "good"])   # a lane's run: the chapters only
+    assert seen["names"] == ["good"]
+    main(["execute", "--no-summary", "scorecard"])   # a page named is run, summary or not
+    assert seen["names"] == ["scorecard"]
 
 
 def test_build_dir_and_repo_root_honour_env(tmp_path, monkeypatch):

@@ -474,7 +474,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lanes", type=int, default=1,
                         help="execute: chapters run in this many processes at once (default 1)")
     parser.add_argument("--no-summary", action="store_true",
-                        help="execute: leave out the summary pages (a lane's own run)")
+                        help="execute: leave out the summary pages not named (a lane's own "
+                             "run; the tests' runs of one page)")
     warm_args = parser.add_argument_group("warm")
     warm_args.add_argument("--executor", choices=("slurm", "local"), default="local")
     warm_args.add_argument("--workers", type=int, default=1, help="local processes")
@@ -504,8 +505,9 @@ def main(argv: list[str] | None = None) -> None:
                              f"{all_names}")
         chosen = args.notebooks or all_names
         names = [n for n in all_names if n in chosen and n not in SUMMARY_PAGES]
-        if not args.no_summary:
-            names += [n for n in all_names if n in SUMMARY_PAGES]
+        # the summary pages follow the chapters unless --no-summary; one named is run anyway
+        names += [n for n in all_names if n in SUMMARY_PAGES
+                  and (n in args.notebooks or not args.no_summary)]
         overrides = parse_overrides(args.param)
         if args.lanes < 1:
             raise SystemExit(f"--lanes: expected 1 or more, got {args.lanes}")
